@@ -1,0 +1,140 @@
+"""The conditional denoiser: PLONK's AdaLN-MLP, with the official parameter names.
+
+Forward pass for a point ``y`` (B, 3), an embedding ``emb`` (B, C) and
+``gamma`` (B,) (1 at data, 0 at noise):
+
+1. time features ``[cos(1000·gamma·f), sin(1000·gamma·f)]`` (T = dim/4
+   channels, f_k = 10000^(−2k/T)), standardised per row (unbiased std), then
+   ``time_embedder.map_time`` (T → 4T = dim → dim);
+2. ``c = cond_mapper(emb) + time``;
+3. ``h = initial_mapper(y)``; each block: ``(s, b, g) = ada_map(SiLU(c))``,
+   ``h ← h + g · mlp((1 + s)·LN(h) + b)``;
+4. ``(s, b) = final_adaln(SiLU(c))``; output ``final_linear((1 + s)·LN(h) + b)``.
+
+The conditioning path (steps 1, 2 and every ``ada_map``) depends only on
+(emb, gamma). :meth:`Denoiser.modulation` computes it once, as one tensor, so
+that many points sharing one photo and one time pay for it once
+(:meth:`Denoiser.apply`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Constructor arguments, stored verbatim as the official ``config.json``."""
+
+    input_dim: int = 3
+    dim: int = 512
+    depth: int = 12
+    expansion: int = 4
+    cond_dim: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.dim % 8 != 0:
+            raise ValueError(f"dim must be divisible by 8 (time features use dim/4 cos/sin pairs); got {self.dim}")
+        for name in ("input_dim", "dim", "depth", "expansion", "cond_dim"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NetworkConfig":
+        """Strict: an unknown or missing key raises an error naming it."""
+        expected = set(cls.__dataclass_fields__)
+        unknown, missing = set(data) - expected, expected - set(data)
+        if unknown or missing:
+            raise ValueError(f"config.json: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; "
+                             f"expected exactly {sorted(expected)}")
+        return cls(**{k: int(v) for k, v in data.items()})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class PositionalEmbedding(nn.Module):
+    """cos/sin features of ``u`` with frequencies (1/10000)^(2k/T), cosines first."""
+
+    def __init__(self, num_channels: int, max_positions: int = 10000) -> None:
+        super().__init__()
+        k = torch.arange(num_channels // 2, dtype=torch.float32)
+        self.register_buffer("freqs", (1.0 / max_positions) ** (2 * k / num_channels))
+
+    def forward(self, u: Tensor) -> Tensor:
+        x = u[..., None] * self.freqs.to(u.dtype)
+        return torch.cat([x.cos(), x.sin()], dim=-1)
+
+
+class TimeEmbedder(nn.Module):
+    def __init__(self, channels: int, dim: int, time_scaling: float = 1000.0) -> None:
+        super().__init__()
+        self.encode_time = PositionalEmbedding(channels)
+        self.time_scaling = time_scaling
+        self.map_time = nn.Sequential(nn.Linear(channels, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, gamma: Tensor) -> Tensor:
+        feats = self.encode_time(gamma * self.time_scaling)
+        feats = (feats - feats.mean(-1, keepdim=True)) / feats.std(-1, keepdim=True)
+        return self.map_time(feats)
+
+
+class AdaLNBlock(nn.Module):
+    def __init__(self, dim: int, expansion: int) -> None:
+        super().__init__()
+        self.ada_map = nn.Sequential(nn.SiLU(), nn.Linear(dim, 3 * dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, expansion * dim), nn.GELU(), nn.Dropout(0.0),
+                                 nn.Linear(expansion * dim, dim))
+
+
+class Denoiser(nn.Module):
+    """PLONK's ``GeoAdaLNMLP``; the state dict matches the released checkpoints key for key."""
+
+    def __init__(self, input_dim: int = 3, dim: int = 512, depth: int = 12, expansion: int = 4,
+                 cond_dim: int = 1024) -> None:
+        super().__init__()
+        self.config = NetworkConfig(input_dim, dim, depth, expansion, cond_dim)
+        self.time_embedder = TimeEmbedder(dim // 4, dim)
+        self.cond_mapper = nn.Linear(cond_dim, dim)
+        self.initial_mapper = nn.Linear(input_dim, dim)
+        self.blocks = nn.ModuleList([AdaLNBlock(dim, expansion) for _ in range(depth)])
+        self.final_adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.final_linear = nn.Linear(dim, input_dim)
+        for block in self.blocks:  # residual branches start as identity, as the official init
+            nn.init.zeros_(block.mlp[3].weight)
+            nn.init.zeros_(block.mlp[3].bias)
+
+    @classmethod
+    def from_config(cls, config: NetworkConfig) -> "Denoiser":
+        return cls(**config.to_dict())
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    def modulation(self, emb: Tensor, gamma: Tensor) -> Tensor:
+        """Conditioning path: (B, C) embeddings, (B,) gamma → (B, (3·depth + 2)·dim).
+
+        Layout: for each block (scale, shift, gate), then the final (scale, shift).
+        """
+        c = F.silu(self.cond_mapper(emb) + self.time_embedder(gamma))
+        parts = [block.ada_map[1](c) for block in self.blocks] + [self.final_adaln[1](c)]
+        return torch.cat(parts, dim=-1)
+
+    def apply(self, y: Tensor, mod: Tensor) -> Tensor:
+        """Point path: y (..., 3) with ``mod`` broadcastable to (..., (3·depth+2)·dim) → (..., 3)."""
+        d = self.config.dim
+        h = self.initial_mapper(y)
+        for i, block in enumerate(self.blocks):
+            s, b, g = mod[..., 3 * d * i: 3 * d * (i + 1)].chunk(3, dim=-1)
+            h = h + g * block.mlp((1 + s) * F.layer_norm(h, (d,)) + b)
+        s, b = mod[..., 3 * d * len(self.blocks):].chunk(2, dim=-1)
+        return self.final_linear((1 + s) * F.layer_norm(h, (d,)) + b)
+
+    def forward(self, y: Tensor, emb: Tensor, gamma: Tensor) -> Tensor:
+        """y (B, 3), emb (B, C), gamma (B,) → velocity / noise prediction (B, 3)."""
+        return self.apply(y, self.modulation(emb, gamma))
