@@ -109,10 +109,3 @@ def uniform(shape: tuple[int, ...] | torch.Size, *, generator: torch.Generator |
     """Uniform points on S², shape (*shape, 3), from normalised Gaussian draws."""
     g = torch.randn(*shape, 3, generator=generator, dtype=dtype, device=device)
     return normalize(g)
-
-
-def cap_radius_km(area_km2: Tensor | float, radius_km: float = EARTH_RADIUS_KM) -> Tensor:
-    """Great-circle radius (km) of the spherical cap whose area is ``area_km2``."""
-    area = torch.as_tensor(area_km2, dtype=torch.float64)
-    frac = (area / (2 * math.pi * radius_km**2)).clamp(0.0, 2.0)  # = 1 − cos(θ)
-    return radius_km * torch.acos(1.0 - frac)
