@@ -1,0 +1,138 @@
+"""Geocell classification (PlaNet-style) with an exact piecewise-constant density.
+
+Cells: an adaptive quadtree on (lat, lon) built from the training coordinates; a
+rectangle is split in four while it holds more than ``max_points`` points. All
+leaves (empty ones included) partition the sphere. A small torch MLP gives
+p(cell | embedding). The density is p(cell)/area(cell) in steradians, mixed with a
+small uniform component ε so that no place has zero density:
+    p(x) = (1 − ε) p(c(x) | e) / A(c(x)) + ε / 4π.
+Sampling is exact: a cell from the mixture, then uniform in sin(lat) and lon inside it.
+Point estimate: the mean direction of the training points in the most probable cell
+(the cell's area centre when it is empty).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from globeflow.baselines.base import (Standardizer, check_inputs, group_split, seed_everything, to_latlon,
+                                      to_xyz, train_by_nll)
+from globeflow.sphere import SPHERE_AREA, normalize
+
+
+def build_quadtree(latlon_deg: np.ndarray, max_points: int = 50, max_depth: int = 10) -> np.ndarray:
+    """Leaves of an adaptive quadtree → (C, 4) rows (lat0, lat1, lon0, lon1) in degrees."""
+    leaves: list[tuple[float, float, float, float]] = []
+    stack = [((-90.0, 90.0, -180.0, 180.0), np.arange(len(latlon_deg)), 0)]
+    while stack:
+        (a0, a1, o0, o1), idx, depth = stack.pop()
+        if len(idx) <= max_points or depth >= max_depth:
+            leaves.append((a0, a1, o0, o1))
+            continue
+        am, om = (a0 + a1) / 2, (o0 + o1) / 2
+        lat, lon = latlon_deg[idx, 0], latlon_deg[idx, 1]
+        for la0, la1, lo0, lo1 in ((a0, am, o0, om), (a0, am, om, o1), (am, a1, o0, om), (am, a1, om, o1)):
+            inside = (lat >= la0) & (lat < la1) & (lon >= lo0) & (lon < lo1)
+            stack.append(((la0, la1, lo0, lo1), idx[inside], depth + 1))
+    return np.array(sorted(leaves), dtype=np.float64)
+
+
+def cell_area_sr(cells: np.ndarray) -> np.ndarray:
+    """(C, 4) lat/lon rectangles in degrees → (C,) areas in steradians: Δlon·(sin lat1 − sin lat0)."""
+    lat0, lat1, lon0, lon1 = np.radians(cells).T
+    return (lon1 - lon0) * (np.sin(lat1) - np.sin(lat0))
+
+
+def _canonical(latlon_deg: np.ndarray) -> np.ndarray:
+    """Wrap lon into [−180, 180) and pull lat = 90 just inside the half-open cells."""
+    c = np.asarray(latlon_deg, dtype=np.float64).reshape(-1, 2).copy()
+    c[:, 1] = (c[:, 1] + 180.0) % 360.0 - 180.0
+    c[:, 0] = np.minimum(c[:, 0], np.nextafter(90.0, 0.0))
+    return c
+
+
+def assign_cells(cells: np.ndarray, latlon_deg: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """(N,) index of the cell containing each (N, 2) degree point (half-open rectangles)."""
+    c = _canonical(latlon_deg)
+    out = np.empty(len(c), dtype=np.int64)
+    for i in range(0, len(c), chunk):
+        lat, lon = c[i:i + chunk, 0:1], c[i:i + chunk, 1:2]
+        hit = (lat >= cells[:, 0]) & (lat < cells[:, 1]) & (lon >= cells[:, 2]) & (lon < cells[:, 3])
+        out[i:i + chunk] = hit.argmax(axis=1)
+    return out
+
+
+class _Classifier(nn.Module):
+    def __init__(self, dim: int, num_cells: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, num_cells))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class CellsBaseline:
+    """Geocell classifier with a piecewise-constant density (nats per steradian)."""
+
+    id = "cells"
+
+    def __init__(self, max_points: int = 50, hidden: int = 128, epsilon: float = 1e-3, epochs: int = 200):
+        self.max_points, self.hidden, self.epsilon, self.epochs = max_points, hidden, epsilon, epochs
+
+    def fit(self, emb, latlon_deg, groups=None, *, seed: int = 0) -> "CellsBaseline":
+        e, c = check_inputs(emb, latlon_deg)
+        gen = seed_everything(seed)
+        self.cells = build_quadtree(_canonical(c), self.max_points)
+        self.area = cell_area_sr(self.cells)
+        labels = torch.as_tensor(assign_cells(self.cells, c))
+        self._centres = self._cell_centres(c, labels.numpy())
+        self.scaler = Standardizer(e)
+        self.model = _Classifier(e.shape[1], len(self.cells), self.hidden)
+        tr, va = group_split(len(e), groups, seed=seed)
+        loss = lambda m, x, y: nn.functional.cross_entropy(m(x), y, reduction="none")  # noqa: E731
+        self.val_nll = train_by_nll(self.model, loss, self.scaler(e), labels, tr, va,
+                                    epochs=self.epochs, lr=3e-3, weight_decay=1e-4, generator=gen)
+        return self
+
+    def _cell_centres(self, c: np.ndarray, labels: np.ndarray) -> torch.Tensor:
+        """(C, 3) mean direction of the training points per cell (area centre for empty cells)."""
+        lat0, lat1, lon0, lon1 = np.radians(self.cells).T
+        centre = np.degrees(np.stack([np.arcsin((np.sin(lat0) + np.sin(lat1)) / 2), (lon0 + lon1) / 2], -1))
+        xyz = to_xyz(centre)
+        sums = torch.zeros_like(xyz).index_add_(0, torch.as_tensor(labels), to_xyz(c))
+        has = sums.norm(dim=-1, keepdim=True) > 1e-9
+        return torch.where(has, normalize(sums), xyz)
+
+    def cell_log_probs(self, emb) -> np.ndarray:
+        """(M, C) log p(cell | embedding) of the classifier (before the uniform mixture)."""
+        e, _ = check_inputs(emb)
+        with torch.no_grad():
+            return torch.log_softmax(self.model(self.scaler(e)), -1).double().numpy()
+
+    def log_prob(self, emb, latlon_deg) -> np.ndarray:
+        e, c = check_inputs(emb, latlon_deg)
+        logp_cell = self.cell_log_probs(e)
+        idx = assign_cells(self.cells, c)
+        lp = logp_cell[np.arange(len(e)), idx] - np.log(self.area[idx])
+        return np.logaddexp(math.log1p(-self.epsilon) + lp, math.log(self.epsilon / SPHERE_AREA))
+
+    def sample(self, emb, num_samples: int, *, seed: int | None = None) -> np.ndarray:
+        probs = np.exp(self.cell_log_probs(emb))
+        mix = (1 - self.epsilon) * probs + self.epsilon * self.area / SPHERE_AREA
+        rng = np.random.default_rng(seed)
+        cum = np.cumsum(mix / mix.sum(1, keepdims=True), axis=1)
+        u = rng.random((len(mix), num_samples))
+        chosen = np.stack([np.searchsorted(cum[i], u[i], side="right") for i in range(len(mix))])
+        chosen = np.minimum(chosen, len(self.cells) - 1)
+        lat0, lat1, lon0, lon1 = np.radians(self.cells[chosen]).transpose(2, 0, 1)
+        z = rng.uniform(np.sin(lat0), np.sin(lat1))
+        lon = rng.uniform(lon0, lon1)
+        return np.degrees(np.stack([np.arcsin(np.clip(z, -1, 1)), lon], axis=-1))
+
+    def point_estimate(self, emb) -> np.ndarray:
+        best = self.cell_log_probs(emb).argmax(axis=1)
+        return to_latlon(self._centres[torch.as_tensor(best)])

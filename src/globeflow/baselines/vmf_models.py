@@ -1,0 +1,159 @@
+"""Embedding-conditioned von Mises–Fisher densities trained by NLL (torch).
+
+- ``vmf``: one vMF whose mean direction μ(e) and concentration κ(e) are predicted by a
+  small MLP (``conditional=False`` learns one unconditional μ, κ instead).
+- ``vmf_mixture``: C components with learned, embedding-independent means and
+  concentrations (means initialised by spherical k-means of the training locations)
+  and embedding-conditioned weights softmax(MLP(e)).
+Both are trained with Adam and early stopping on a group-aware validation split.
+Point estimates: μ(e) for ``vmf``; for the mixture, the component mean with the
+highest mixture density.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from globeflow.baselines import vmf
+from globeflow.baselines.base import (Standardizer, check_inputs, group_split, seed_everything, to_latlon,
+                                      to_xyz, train_by_nll)
+from globeflow.sphere import normalize
+
+KAPPA_MIN, KAPPA_MAX = 1e-3, 1e5
+
+
+def _kappa(raw: torch.Tensor) -> torch.Tensor:
+    return (nn.functional.softplus(raw) + KAPPA_MIN).clamp_max(KAPPA_MAX)
+
+
+def _mlp(dim: int, hidden: int, out: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, out))
+
+
+class _VMFNet(nn.Module):
+    def __init__(self, dim: int, hidden: int, conditional: bool, init_mu: torch.Tensor):
+        super().__init__()
+        self.conditional = conditional
+        self.net = _mlp(dim, hidden, 4)
+        with torch.no_grad():  # start at the mean training direction with a broad κ
+            self.net[-1].weight.mul_(0.01)
+            self.net[-1].bias.copy_(torch.cat([init_mu.float() * 3, torch.tensor([1.0])]))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(x if self.conditional else torch.zeros_like(x))
+        return normalize(out[..., :3]), _kappa(out[..., 3])
+
+
+class _MixtureNet(nn.Module):
+    def __init__(self, dim: int, hidden: int, means: torch.Tensor, kappa0: float):
+        super().__init__()
+        self.weights = _mlp(dim, hidden, len(means))
+        self.means = nn.Parameter(means.float().clone())
+        inv_softplus = float(np.log(np.expm1(kappa0)))
+        self.raw_kappa = nn.Parameter(torch.full((len(means),), inv_softplus))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        log_w = torch.log_softmax(self.weights(x), -1)
+        mu = normalize(self.means).expand(len(x), -1, -1)
+        return log_w, mu, _kappa(self.raw_kappa).expand(len(x), -1)
+
+
+def spherical_kmeans(xyz: torch.Tensor, num: int, iters: int = 20, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(N, 3) unit vectors → (num, 3) cluster mean directions (cosine k-means)."""
+    num = min(num, len(xyz))
+    centres = xyz[torch.randperm(len(xyz), generator=generator)[:num]].clone()
+    for _ in range(iters):
+        assign = (xyz @ centres.T).argmax(1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, xyz)
+        keep = sums.norm(dim=-1, keepdim=True) > 1e-9
+        centres = torch.where(keep, normalize(sums), centres)
+    return centres
+
+
+class VMFBaseline:
+    """One vMF per item, μ and κ from the embedding."""
+
+    id = "vmf"
+
+    def __init__(self, hidden: int = 128, conditional: bool = True, epochs: int = 300):
+        self.hidden, self.conditional, self.epochs = hidden, conditional, epochs
+
+    def fit(self, emb, latlon_deg, groups=None, *, seed: int = 0) -> "VMFBaseline":
+        e, c = check_inputs(emb, latlon_deg)
+        gen = seed_everything(seed)
+        self.scaler = Standardizer(e)
+        y = to_xyz(c).float()
+        self.model = _VMFNet(e.shape[1], self.hidden, self.conditional, normalize(y.mean(0)))
+        tr, va = group_split(len(e), groups, seed=seed)
+        nll = lambda m, x, t: -vmf.log_prob(t, *m(x))  # noqa: E731
+        self.val_nll = train_by_nll(self.model, nll, self.scaler(e), y, tr, va, epochs=self.epochs,
+                                    lr=3e-3, generator=gen)
+        return self
+
+    def params(self, emb) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M, 3) float64 mean directions and (M,) concentrations."""
+        e, _ = check_inputs(emb)
+        with torch.no_grad():
+            mu, kappa = self.model(self.scaler(e))
+        return normalize(mu.double()), kappa.double()
+
+    def log_prob(self, emb, latlon_deg) -> np.ndarray:
+        e, c = check_inputs(emb, latlon_deg)
+        mu, kappa = self.params(e)
+        return vmf.log_prob(to_xyz(c), mu, kappa).numpy()
+
+    def sample(self, emb, num_samples: int, *, seed: int | None = None) -> np.ndarray:
+        mu, kappa = self.params(emb)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        mu_k = mu[:, None, :].expand(-1, num_samples, -1)
+        return to_latlon(vmf.sample(mu_k, kappa[:, None].expand(-1, num_samples), generator=gen))
+
+    def point_estimate(self, emb) -> np.ndarray:
+        return to_latlon(self.params(emb)[0])
+
+
+class VMFMixtureBaseline:
+    """Mixture of C vMF with embedding-conditioned weights."""
+
+    id = "vmf_mixture"
+
+    def __init__(self, components: int = 16, hidden: int = 128, kappa0: float = 50.0, epochs: int = 300):
+        self.components, self.hidden, self.kappa0, self.epochs = components, hidden, kappa0, epochs
+
+    def fit(self, emb, latlon_deg, groups=None, *, seed: int = 0) -> "VMFMixtureBaseline":
+        e, c = check_inputs(emb, latlon_deg)
+        gen = seed_everything(seed)
+        self.scaler = Standardizer(e)
+        y = to_xyz(c).float()
+        tr, va = group_split(len(e), groups, seed=seed)
+        means = spherical_kmeans(y[torch.as_tensor(tr)], self.components, generator=gen)
+        self.model = _MixtureNet(e.shape[1], self.hidden, means, self.kappa0)
+        nll = lambda m, x, t: -vmf.mixture_log_prob(t, *m(x))  # noqa: E731
+        self.val_nll = train_by_nll(self.model, nll, self.scaler(e), y, tr, va, epochs=self.epochs,
+                                    lr=3e-3, generator=gen)
+        return self
+
+    def params(self, emb) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(M, C) log-weights, (M, C, 3) means, (M, C) concentrations, all float64."""
+        e, _ = check_inputs(emb)
+        with torch.no_grad():
+            log_w, mu, kappa = self.model(self.scaler(e))
+        return torch.log_softmax(log_w.double(), -1), normalize(mu.double()), kappa.double()
+
+    def log_prob(self, emb, latlon_deg) -> np.ndarray:
+        e, c = check_inputs(emb, latlon_deg)
+        return vmf.mixture_log_prob(to_xyz(c), *self.params(e)).numpy()
+
+    def sample(self, emb, num_samples: int, *, seed: int | None = None) -> np.ndarray:
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        return to_latlon(vmf.mixture_sample(*self.params(emb), num_samples, generator=gen))
+
+    def point_estimate(self, emb) -> np.ndarray:
+        log_w, mu, kappa = self.params(emb)
+        # mixture density at every component mean: (M, C) points against (M, C, C) components
+        at_means = vmf.mixture_log_prob(mu, log_w[:, None, :], mu[:, None, :, :].expand(-1, mu.shape[1], -1, -1),
+                                        kappa[:, None, :])
+        best = at_means.argmax(1)
+        return to_latlon(mu[torch.arange(len(mu)), best])
