@@ -145,7 +145,7 @@ def _angles(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def mean_shift(x: np.ndarray, seeds: np.ndarray, kappa: float, *, tol: float | None = None,
-               max_iter: int = 300) -> tuple[np.ndarray, np.ndarray]:
+               max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Mean-shift on S² with the vMF kernel exp(κ(x·y − 1)).
 
     x: (K, 3) unit-vector samples; seeds: (M, 3) unit vectors (starting points).
@@ -153,9 +153,9 @@ def mean_shift(x: np.ndarray, seeds: np.ndarray, kappa: float, *, tol: float | N
     samples, which climbs the kernel density estimate. Returns the (M, 3)
     converged points and their (M,) kernel density values (unnormalised mean
     kernel). ``tol`` is the step length (radians) below which a point stops
-    (default: 1/1000 of the kernel width 1/√κ).
+    (default: 1/100 of the kernel width 1/√κ, well below the merge distance).
     """
-    tol = 1e-3 / math.sqrt(kappa) if tol is None else tol
+    tol = 1e-2 / math.sqrt(kappa) if tol is None else tol
     y = seeds.copy()
     active = np.ones(len(y), dtype=bool)
     for _ in range(max_iter):
