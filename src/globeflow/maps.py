@@ -428,11 +428,18 @@ def render_html(density: LogDensityGrid | None, samples_deg: np.ndarray | None, 
         tip = f"Best guess: {_fmt_latlon(*best_guess)}"
         marks.append(f'<g class="gf-mark gf-best" data-x="{x:.1f}" data-y="{y:.1f}" data-tip="{html.escape(tip)}">'
                      f'<path d="M0 -10L10 0L0 10L-10 0Z" fill="white"/><path d="M0 -8L8 0L0 8L-8 0Z" fill="rgb{BEST_GUESS}"/></g>')
-    doc = _HTML_TEMPLATE.format(
+    legend = [f'<span><span class="gf-key" style="background:rgb{BEST_GUESS};height:10px;width:10px;'
+              f'transform:rotate(45deg)"></span>best guess</span>']
+    if truth is not None:
+        legend.append(f'<span><span class="gf-key" style="background:rgb{TRUTH};height:10px;width:10px;'
+                      f'border-radius:50%"></span>truth</span>')
+    if density is not None:
+        legend += [f'<span><span class="gf-key" style="background:rgb{c}"></span>{m} % region</span>'
+                   for c, m in ((CONTOUR_50, 50), (CONTOUR_90, 90))]
+    doc = _HTML_TEMPLATE.format(legend="".join(legend),
         title=html.escape(title or "globeflow map"), width=width, height=frame.height,
         outline=_outline_path(width), land=_land_path(width), layers="".join(layers), marks="".join(marks),
         ocean=f"rgb{OCEAN}", land_fill=f"rgb{LAND}", border=f"rgb{BORDER}", outline_col=f"rgb{OUTLINE}",
-        best=f"rgb{BEST_GUESS}", truth_col=f"rgb{TRUTH}", c50=f"rgb{CONTOUR_50}", c90=f"rgb{CONTOUR_90}",
         js=_JS.replace("@XMAX@", repr(X_MAX)).replace("@YMAX@", repr(Y_MAX)).replace("@WIDTH@", str(width)),
     )
     if out_path is not None:
@@ -470,10 +477,7 @@ body{{margin:0;font:14px system-ui,sans-serif;background:#fff;color:#222}}
 <div class="gf-tip" id="gf-tip"></div>
 <div class="gf-bar">
 <button id="gf-in" title="zoom in">+</button><button id="gf-out" title="zoom out">&minus;</button><button id="gf-reset">reset</button>
-<span><span class="gf-key" style="background:{best};height:10px;width:10px;transform:rotate(45deg)"></span>best guess</span>
-<span><span class="gf-key" style="background:{truth_col};height:10px;width:10px;border-radius:50%"></span>truth</span>
-<span><span class="gf-key" style="background:{c50}"></span>50 % region</span>
-<span><span class="gf-key" style="background:{c90}"></span>90 % region</span>
+{legend}
 <span class="gf-coord" id="gf-coord">drag to pan, wheel to zoom</span>
 </div></div>
 <script>{js}</script>
