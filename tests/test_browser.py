@@ -67,7 +67,7 @@ def test_standalone_html_map_renders_with_land(browser, tmp_path):
     samples = np.column_stack([rng.normal(-15, 6, 400), rng.normal(-60, 8, 400)])
     page = tmp_path / "map.html"
     render_html(None, samples, best_guess=(-15.0, -60.0), truth=(-23.5, -46.6),
-                modes=[Mode(-15.0, -60.0, 0.8, 700.0, "BR")], title="Standalone map", out_path=page)
+                modes=[Mode(-15.0, -60.0, 0.8, 700.0, "BR"), Mode(5.0, 20.0, 0.1, 300.0, "CF")], title="Standalone map", out_path=page)
     browser.get(page.as_uri())
     svg = browser.find_element("id", "gf-svg")
     assert svg.size["width"] > 600
@@ -81,9 +81,11 @@ def test_standalone_html_map_renders_with_land(browser, tmp_path):
     assert before.startswith("0 0 ") and view_box() != before
     from selenium.webdriver.common.action_chains import ActionChains
 
-    ActionChains(browser).move_to_element(browser.find_element("css selector", ".gf-mode")).perform()
     tip = browser.find_element("id", "gf-tip")
-    assert tip.is_displayed() and "mass 80.0 %" in tip.text
+    ActionChains(browser).move_to_element(browser.find_elements("css selector", ".gf-mode")[1]).perform()
+    assert tip.is_displayed() and "Mode 2" in tip.text and "mass 10.0 %" in tip.text
+    ActionChains(browser).move_to_element(browser.find_element("css selector", ".gf-best")).perform()
+    assert tip.is_displayed() and tip.text.startswith("Best guess: 15.000°S, 60.000°W")
 
 
 def test_upload_page_shows_map_and_guesses(browser):

@@ -416,7 +416,8 @@ def render_html(density: LogDensityGrid | None, samples_deg: np.ndarray | None, 
         tip = (f"Mode {k}: {_fmt_latlon(mode.lat, mode.lon)}<br>mass {100 * mode.mass:.1f} %, "
                f"50 % radius {mode.radius_km:,.0f} km" + (f"<br>country {mode.country}" if getattr(mode, "country", "") else ""))
         marks.append(f'<g class="gf-mark gf-mode" data-x="{x:.1f}" data-y="{y:.1f}" data-tip="{html.escape(tip)}">'
-                     f'<circle r="7" fill="white" fill-opacity="0.01" stroke="rgb{MODE}" stroke-width="2"/>'
+                     f'<circle r="12" fill="none" pointer-events="all"/>'
+                     f'<circle r="7" fill="none" stroke="rgb{MODE}" stroke-width="2"/>'
                      f'<text x="9" y="-8" class="gf-label">{k}</text></g>')
     if truth is not None:
         x, y = frame.to_px(*truth)
