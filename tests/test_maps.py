@@ -142,3 +142,17 @@ def test_html_is_self_contained_and_complete(tmp_path):
     assert "&lt;Lima &amp; co&gt;" in doc and "<Lima & co>" not in doc
     image = next(a for t, a in zip(parser.tags, parser.attrs) if t == "image")
     assert image["href"].startswith("data:image/png;base64,")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["map", "x.jpg"], "--out"),
+    (["map", "x.jpg", "--out", "m.png", "--truth", "north"], "--truth must be LAT,LON"),
+    (["map", "x.jpg", "--out", "m.png", "--truth", "95,0"], "out of range"),
+    (["map", "x.jpg", "--out", "m.png", "--grid-resolution", "7"], "--grid-resolution"),
+    (["map", "--out", "m.png"], "exactly one of PHOTO or --text"),
+])
+def test_map_command_usage_errors(argv, message, capsys):
+    from globeflow.cli import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
