@@ -217,3 +217,40 @@ def test_flood_beyond_the_queue_gets_503_with_retry_after():
         for _, headers, payload in busy:
             assert int(headers["Retry-After"]) >= 1 and "busy" in payload["error"]
         assert request(base + "/api/health")[2]["in_flight"] == 0
+
+
+def test_pool_refuses_beyond_its_queue_and_recovers():
+    import asyncio
+    import threading
+
+    from globeflow.web.pool import Busy, InferencePool
+
+    release = threading.Event()
+
+    async def scenario():
+        pool = InferencePool(workers=1, queue_size=2)
+        jobs = [asyncio.create_task(pool.run(lambda i=i: release.wait(10) and i)) for i in range(3)]
+        await asyncio.sleep(0.05)
+        assert pool.in_flight == 3
+        with pytest.raises(Busy) as refused:
+            await pool.run(lambda: 99)
+        assert refused.value.retry_after_s >= 1
+        release.set()
+        assert await asyncio.gather(*jobs) == [0, 1, 2]
+        assert pool.in_flight == 0 and await pool.run(lambda: 7) == 7
+        pool.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_form_fields_are_validated_with_their_names():
+    from starlette.datastructures import FormData
+
+    from globeflow.web.app import BadRequest, ServerConfig, parse_params
+
+    config = ServerConfig(num_samples=300)
+    params = parse_params(FormData([("seed", "5"), ("cfg", "1.5"), ("map", "HTML")]), config)
+    assert (params.num_samples, params.seed, params.cfg, params.map, params.samples) == (300, 5, 1.5, "html", False)
+    for field, value in (("num_samples", "0"), ("steps", "2.5"), ("cfg", "x"), ("map", "pdf")):
+        with pytest.raises(BadRequest, match=field):
+            parse_params(FormData([(field, value)]), config)
