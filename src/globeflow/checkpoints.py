@@ -1,0 +1,190 @@
+"""Checkpoints in the official PLONK format, and the registry of known models.
+
+A checkpoint folder holds:
+
+- ``config.json``: exactly the five constructor keys of the official network
+  (``input_dim, dim, depth, expansion, cond_dim``), so the official package
+  can load what globeflow trains;
+- ``model.safetensors``: the network weights (for our training runs: the EMA);
+- ``globeflow.json`` (ours, optional): family, schedule, encoder, modality,
+  default sampler and training metadata. Folders without it are taken as
+  ``rfm`` with the released sigmoid(−7, 3, 1) schedule, with a warning.
+
+Pickled weights (``.bin``, ``.pt``, ``.ckpt``, ``.pth``) are refused unless the
+caller passes ``allow_pickle=True`` (then read with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from globeflow.families import check_family
+from globeflow.network import Denoiser, NetworkConfig
+from globeflow.schedules import SigmoidSchedule, schedule_from_dict, schedule_to_dict
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "globeflow.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".ckpt", ".pth")
+DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "models"
+DEFAULT_MODELS = {"image": DEFAULT_MODEL_DIR / "im2gps3k-efficientnet-lite0",
+                  "text": DEFAULT_MODEL_DIR / "text-minilm-l6"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a checkpoint needs besides its weights."""
+
+    family: str = "rfm"
+    schedule: dict = field(default_factory=lambda: schedule_to_dict(SigmoidSchedule()))
+    encoder: str | None = None
+    modality: str = "image"
+    sampler: str | None = None
+    model_id: str = "unnamed"
+    training: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"family": self.family, "schedule": self.schedule, "encoder": self.encoder,
+                "modality": self.modality, "sampler": self.sampler, "model_id": self.model_id,
+                "training": self.training}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelInfo":
+        known = {"family", "schedule", "encoder", "modality", "sampler", "model_id", "training"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{METADATA_FILE}: unknown keys {sorted(unknown)}; expected a subset of {sorted(known)}")
+        return cls(**data)
+
+
+def _hub_entry(family: str, encoder: str, sampler: str) -> dict:
+    return {"family": family, "encoder": encoder, "sampler": sampler}
+
+
+KNOWN_MODELS: dict[str, dict] = {}
+for _name, _enc in (("YFCC", "dinov2-vitl14-reg"), ("OSV_5M", "streetclip"), ("iNaturalist", "dinov2-vitl14-reg")):
+    KNOWN_MODELS[f"nicolas-dufour/PLONK_{_name}"] = _hub_entry("rfm", _enc, "euler")
+    KNOWN_MODELS[f"nicolas-dufour/PLONK_{_name}_flow"] = _hub_entry("fm", _enc, "euler")
+    KNOWN_MODELS[f"nicolas-dufour/PLONK_{_name}_diffusion"] = _hub_entry("diffusion", _enc, "ddim")
+
+
+def canonical_repo_id(repo_id: str) -> str:
+    """Accept the README spelling ``PLONK_iNat*`` for ``PLONK_iNaturalist*``."""
+    if "/PLONK_iNat" in repo_id and "/PLONK_iNaturalist" not in repo_id:
+        return repo_id.replace("/PLONK_iNat", "/PLONK_iNaturalist")
+    return repo_id
+
+
+def download(repo_id: str) -> Path:
+    """Fetch config.json + model.safetensors of a Hub model into the Hugging Face cache."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as err:
+        raise RuntimeError(f"loading {repo_id!r} from the Hugging Face Hub needs `pip install globeflow[hub]`") from err
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["config.json", "model.safetensors"]))
+    except Exception as err:  # offline, unknown repo, ...
+        raise RuntimeError(f"could not download {repo_id!r} from the Hugging Face Hub ({type(err).__name__}); "
+                           "this needs network access, or pass a local folder with config.json and "
+                           "model.safetensors") from err
+
+
+def _load_weights(folder: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
+    st = folder / "model.safetensors"
+    if st.exists():
+        return load_file(str(st))
+    pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not pickles:
+        raise FileNotFoundError(f"{folder}: no model.safetensors")
+    if not allow_pickle:
+        raise ValueError(f"{folder}: only pickled weights ({pickles[0].name}); pickles can run code, so they are "
+                         "refused. Convert to model.safetensors, or pass allow_pickle=True if you trust the file")
+    state = torch.load(pickles[0], map_location="cpu", weights_only=True)
+    return state.get("state_dict", state)
+
+
+def check_state_dict(net: Denoiser, state: dict[str, torch.Tensor]) -> None:
+    """Strict name and shape check with errors that name the key."""
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"checkpoint keys do not match the network: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    for key, value in expected.items():
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise ValueError(f"checkpoint key {key!r} has shape {tuple(state[key].shape)}; "
+                             f"the config implies {tuple(value.shape)}")
+
+
+def load_checkpoint(folder: str | os.PathLike, *, family: str | None = None,
+                    allow_pickle: bool = False) -> tuple[Denoiser, ModelInfo]:
+    """Load a folder (official format, optionally with globeflow.json) → (network, info)."""
+    folder = Path(folder)
+    cfg_path = folder / "config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{folder}: no config.json (expected an official-format checkpoint folder)")
+    config = NetworkConfig.from_dict(json.loads(cfg_path.read_text()))
+    net = Denoiser.from_config(config)
+    state = _load_weights(folder, allow_pickle)
+    check_state_dict(net, state)
+    net.load_state_dict(state, strict=True)
+    meta_path = folder / METADATA_FILE
+    if meta_path.exists():
+        info = ModelInfo.from_dict(json.loads(meta_path.read_text()))
+    else:
+        if family is None:
+            log.warning("%s has no %s: assuming family 'rfm' with sigmoid(-7, 3, 1); pass family= to override",
+                        folder, METADATA_FILE)
+        info = ModelInfo(model_id=folder.name)
+    if family is not None:
+        info = ModelInfo(**{**info.to_dict(), "family": check_family(family)})
+    schedule_from_dict(info.schedule)  # validate early
+    return net.eval(), info
+
+
+def save_checkpoint(folder: str | os.PathLike, net: Denoiser, info: ModelInfo,
+                    state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write config.json, model.safetensors (``state`` or the net's weights) and globeflow.json atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in (state or net.state_dict()).items()}
+    _atomic_write(folder / "config.json", json.dumps(net.config.to_dict(), indent=2))
+    tmp = folder / "model.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, folder / "model.safetensors")
+    _atomic_write(folder / METADATA_FILE, json.dumps(info.to_dict(), indent=2))
+    return folder
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def resolve(path_or_repo_id: str | os.PathLike | None, modality: str = "image") -> tuple[Path, dict]:
+    """Local folder for a path, a known Hub id, or None (the shipped default) → (folder, registry hints)."""
+    if path_or_repo_id is None:
+        folder = DEFAULT_MODELS[modality]
+        if not (folder / "config.json").exists():
+            raise FileNotFoundError(f"the shipped default {modality} model is missing at {folder}; "
+                                    "reinstall globeflow or pass a checkpoint folder")
+        return folder, {}
+    path = Path(path_or_repo_id).expanduser()
+    if path.exists():
+        return path, {}
+    repo_id = canonical_repo_id(str(path_or_repo_id))
+    if repo_id in KNOWN_MODELS:
+        return download(repo_id), {**KNOWN_MODELS[repo_id], "model_id": repo_id}
+    if "/" in repo_id and not repo_id.startswith((".", "/")):
+        return download(repo_id), {"model_id": repo_id}
+    raise FileNotFoundError(f"{path_or_repo_id!r} is neither a folder nor a Hub id (known ids: "
+                            f"{', '.join(sorted(KNOWN_MODELS))})")

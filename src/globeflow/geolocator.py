@@ -1,0 +1,255 @@
+"""The public API: a trained conditional generative model of locations on the sphere.
+
+Shapes and units at this boundary: embeddings (M, D); coordinates in degrees
+(lat, lon); log-densities in nats per steradian on the unit sphere (uniform
+= −log 4π ≈ −2.531) unless ``units="bits_per_dim_official"`` (= nats / (3 ln 2),
+the official per-ambient-dimension "bits").
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from globeflow import density, sphere
+from globeflow.checkpoints import ModelInfo, load_checkpoint, resolve, save_checkpoint
+from globeflow.families import draw_noise
+from globeflow.network import Denoiser
+from globeflow.sampling import DEFAULT_SAMPLER, SAMPLERS, Field, sample_diffusion, sample_fm, sample_rfm, time_grid
+from globeflow.schedules import schedule_from_dict
+
+UNITS = ("nats", "bits_per_dim_official")
+MAX_POINTS_PER_CHUNK = 16384
+
+
+def _as_tensor(x, dtype: torch.dtype) -> Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+    return t.to(dtype)
+
+
+def row_generators(seed: int | Sequence[int] | None, rows: int) -> list[torch.Generator]:
+    """One generator per embedding row: row i uses ``seed + i`` (int) or ``seed[i]`` (sequence)."""
+    if seed is None:
+        seeds = torch.randint(0, 2**62, (rows,)).tolist()
+    elif isinstance(seed, (int, np.integer)):
+        seeds = [int(seed) + i for i in range(rows)]
+    else:
+        seeds = [int(s) for s in seed]
+        if len(seeds) != rows:
+            raise ValueError(f"seed has {len(seeds)} entries for {rows} embeddings")
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+class Geolocator:
+    """A denoiser + family + schedule (+ the encoder id its embeddings come from)."""
+
+    def __init__(self, net: Denoiser, info: ModelInfo, device: str | torch.device = "cpu") -> None:
+        self.net = net.to(device).eval()
+        self.info = info
+        self.family = info.family
+        self.schedule = schedule_from_dict(info.schedule)
+        self.device = torch.device(device)
+        self._encoder = None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike | None = None, *, family: str | None = None,
+                        device: str | torch.device = "cpu", allow_pickle: bool = False,
+                        modality: str = "image") -> "Geolocator":
+        """A local folder, a Hub id (``nicolas-dufour/PLONK_*``) or None for the shipped default model."""
+        folder, hints = resolve(path_or_repo_id, modality)
+        net, info = load_checkpoint(folder, family=family or hints.get("family"), allow_pickle=allow_pickle)
+        if hints:
+            merged = {**info.to_dict(), **{k: v for k, v in hints.items() if k != "family"}}
+            if family:
+                merged["family"] = family
+            info = ModelInfo.from_dict(merged)
+        return cls(net, info, device)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        save_checkpoint(folder, self.net, self.info)
+
+    @property
+    def encoder_id(self) -> str | None:
+        return self.info.encoder
+
+    @property
+    def model_id(self) -> str:
+        return self.info.model_id
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.net.parameters()).dtype
+
+    def _embeddings(self, embeddings) -> Tensor:
+        emb = _as_tensor(embeddings, self.dtype)
+        if emb.dim() == 1:
+            emb = emb[None]
+        if emb.dim() != 2 or emb.shape[1] != self.net.config.cond_dim:
+            raise ValueError(f"embeddings must have shape (M, {self.net.config.cond_dim}); got {tuple(emb.shape)}")
+        return emb.to(self.device)
+
+    # ----------------------------------------------------------------- sampling
+    def sample(self, embeddings, num_samples: int = 1, *, steps: int = 32, cfg: float = 0.0,
+               sampler: str | None = None, noise=None, seed: int | Sequence[int] | None = None,
+               return_xyz: bool = False, return_log_prob: bool = False, clamp: bool = True):
+        """Draw K = ``num_samples`` locations for each of M embeddings.
+
+        Returns (M, K, 2) degrees, or (M, K, 3) model-space points with ``return_xyz``;
+        with ``return_log_prob`` also (M, K) log-densities in nats per steradian: for
+        ``rfm`` the exact density of the discrete sampler's output (sum of per-step
+        log-determinants on S²); for R³ families the continuous model's density of
+        the output direction (by :meth:`log_prob`, slower).
+        noise: optional (M, K, 3) start points (unit vectors for rfm, N(0, I) for fm/diffusion).
+        seed: row i uses ``seed + i`` (or ``seed[i]``), so results do not depend on batching.
+        """
+        emb = self._embeddings(embeddings)
+        M, K = emb.shape[0], int(num_samples)
+        sampler = sampler or self.info.sampler or DEFAULT_SAMPLER[self.family]
+        if sampler not in SAMPLERS[self.family]:
+            raise ValueError(f"sampler {sampler!r} is not available for family {self.family!r}; "
+                             f"choose one of {SAMPLERS[self.family]}")
+        gens = row_generators(seed, M)
+        if noise is None:
+            noise = torch.stack([draw_noise(self.family, (K,), generator=g) for g in gens])
+        noise = _as_tensor(noise, torch.float32)
+        if noise.shape != (M, K, 3):
+            raise ValueError(f"noise must have shape ({M}, {K}, 3); got {tuple(noise.shape)}")
+        gammas = self.schedule(time_grid(steps))
+        chunk = max(1, MAX_POINTS_PER_CHUNK // max(K, 1))
+        xs, lps = [], []
+        for i in range(0, M, chunk):
+            field = Field(self.net, emb[i:i + chunk], cfg)
+            x0 = noise[i:i + chunk].to(self.device, self.dtype)
+            with torch.no_grad():
+                if self.family == "rfm":
+                    out = sample_rfm(field, x0, gammas.to(self.dtype), sampler, track_log_prob=return_log_prob)
+                elif self.family == "fm":
+                    out = sample_fm(field, x0, gammas.to(self.dtype), sampler)
+                else:
+                    out = sample_diffusion(field, x0, gammas.to(self.dtype), sampler, clamp=clamp,
+                                           generators=gens[i:i + chunk])
+            xs.append(out.x)
+            lps.append(out.log_prob)
+        x = torch.cat(xs)
+        result = x if return_xyz else sphere.xyz_to_latlon(x)
+        if not return_log_prob:
+            return result
+        if self.family == "rfm":
+            return result, torch.cat(lps)
+        return result, self.log_prob(emb, sphere.xyz_to_latlon(x), cfg=cfg)
+
+    # ---------------------------------------------------------------- densities
+    def log_prob(self, embeddings, latlon_deg, *, cfg: float = 0.0, divergence: str = "riemannian",
+                 solver: str = "fast", units: str = "nats", dtype: torch.dtype | None = None,
+                 steps: int = density.DEFAULT_FAST_STEPS, return_nfe: bool = False):
+        """Log-density of locations given embeddings.
+
+        embeddings (M, D) or (1, D) (broadcast); latlon_deg (M, 2) → (M,), or (M, K, 2) → (M, K).
+        divergence: ``riemannian`` (the true density on S²) or ``ambient`` (the official pipeline's
+        unnormalised value; rfm only). solver: ``fast`` (per point, RK4 with ``steps`` uniform
+        steps in gamma) or ``official`` (dopri5 1e-6, all points jointly). dtype: e.g.
+        torch.float64 to run the network in double precision.
+        """
+        if divergence not in density.DIVERGENCES:
+            raise ValueError(f"divergence must be one of {density.DIVERGENCES}; got {divergence!r}")
+        if solver not in density.SOLVERS:
+            raise ValueError(f"solver must be one of {density.SOLVERS}; got {solver!r}")
+        if units not in UNITS:
+            raise ValueError(f"units must be one of {UNITS}; got {units!r}")
+        net = self.net if dtype in (None, self.dtype) else copy.deepcopy(self.net).to(dtype)
+        dt = next(net.parameters()).dtype
+        emb = self._embeddings(embeddings).to(dt)
+        ll = _as_tensor(latlon_deg, torch.float64)
+        squeeze = ll.dim() == 2
+        if squeeze:
+            ll = ll[:, None, :]
+        if ll.dim() != 3 or ll.shape[-1] != 2:
+            raise ValueError(f"latlon_deg must have shape (M, 2) or (M, K, 2); got {tuple(latlon_deg.shape)}")
+        M = max(emb.shape[0], ll.shape[0])
+        if emb.shape[0] not in (1, M) or ll.shape[0] not in (1, M):
+            raise ValueError(f"cannot broadcast {emb.shape[0]} embeddings against {ll.shape[0]} coordinate rows")
+        emb, ll = emb.expand(M, -1), ll.expand(M, -1, -1)
+        x = sphere.latlon_to_xyz(ll).to(dt)
+        out, nfe = self._log_prob_xyz(net, emb, x, cfg, divergence, solver, steps)
+        if units == "bits_per_dim_official":
+            out = out / (3 * math.log(2))
+        out = out[:, 0] if squeeze else out
+        return (out, nfe) if return_nfe else out
+
+    def _log_prob_xyz(self, net: Denoiser, emb: Tensor, x: Tensor, cfg: float, divergence: str, solver: str,
+                      steps: int) -> tuple[Tensor, int]:
+        gamma_min = float(self.schedule(torch.ones((), dtype=torch.float64)))
+        if self.family == "rfm" or divergence == "ambient":
+            field = Field(net, emb, cfg)
+            if solver == "official":
+                with torch.enable_grad():
+                    return density.sphere_log_prob_official(field, x, self.schedule, divergence)
+            return self._chunked(net, emb, x, cfg, lambda f, xs: density.sphere_log_prob_fast(
+                f, xs, gamma_min, divergence, steps)), 4 * steps
+        if solver == "official":
+            raise ValueError("solver='official' exists only for the official (ambient or rfm) likelihood; "
+                             "R³ families use the fast radial solver")
+        rows = []
+        for i in range(emb.shape[0]):
+            shell = self._radial_shell(emb[i:i + 1], cfg)
+            rows.append(self._chunked(net, emb[i:i + 1], x[i:i + 1], cfg, lambda f, xs: density.direction_log_prob(
+                f, self.family, xs, shell, gamma_min, steps)[0]))
+        return torch.cat(rows), 4 * steps * 2 * 24
+
+    def _chunked(self, net: Denoiser, emb: Tensor, x: Tensor, cfg: float, fn, max_points: int = 4096) -> Tensor:
+        K = x.shape[1]
+        per = max(1, max_points // max(K, 1))
+        outs = []
+        for i in range(0, emb.shape[0], per):
+            field = Field(net, emb[i:i + per], cfg)
+            cols = [fn(field, x[i:i + per, j:j + max_points]) for j in range(0, K, max_points)]
+            outs.append(torch.cat(cols, dim=1))
+        return torch.cat(outs).detach()
+
+    def _radial_shell(self, emb: Tensor, cfg: float, n: int = 256) -> density.RadialShell:
+        xyz = self.sample(emb.to(self.dtype), n, steps=32, cfg=cfg, seed=0, return_xyz=True)
+        return density.RadialShell.from_radii(xyz.norm(dim=-1))
+
+    def log_prob_grid(self, embedding, resolution_deg: float = 1.0, *, cfg: float = 0.0,
+                      divergence: str = "riemannian", steps: int = density.DEFAULT_FAST_STEPS,
+                      chunk: int = 4096, progress: bool = False) -> np.ndarray:
+        """Log-density (nats/sr) on grid cell centres for one embedding: (180/res, 360/res), streamed."""
+        from tqdm.auto import tqdm
+
+        lats, lons = density.latlon_grid(resolution_deg)
+        lat_g, lon_g = np.meshgrid(lats, lons, indexing="ij")
+        pts = np.stack([lat_g.ravel(), lon_g.ravel()], axis=-1)
+        out = np.empty(len(pts))
+        emb = self._embeddings(embedding)[:1]
+        for i in tqdm(range(0, len(pts), chunk), disable=not progress, desc="density grid", unit="chunk"):
+            out[i:i + chunk] = self.log_prob(emb, pts[None, i:i + chunk], cfg=cfg, divergence=divergence,
+                                             steps=steps)[0].numpy()
+        return out.reshape(lat_g.shape)
+
+    # ------------------------------------------------------------------ derived
+    def localizability(self, embeddings, num_samples: int = 256, *, steps: int = 32, cfg: float = 0.0,
+                       seed: int | Sequence[int] | None = 0) -> Tensor:
+        """Mean log-density of the model's own samples (M,), nats per steradian (= −entropy)."""
+        _, lp = self.sample(embeddings, num_samples, steps=steps, cfg=cfg, seed=seed, return_log_prob=True)
+        return lp.mean(dim=1)
+
+    def localizability_official(self, embeddings, num_samples: int = 1024, *, steps: int = 250,
+                                seed: int | Sequence[int] | None = 0, solver: str = "fast") -> Tensor:
+        """The official recipe: cfg 0, ``steps`` Euler steps, ambient density, mean / (4π ln 2)."""
+        latlon = self.sample(embeddings, num_samples, steps=steps, cfg=0.0, seed=seed)
+        lp = self.log_prob(embeddings, latlon, divergence="ambient", solver=solver)
+        return lp.mean(dim=1) / (4 * math.pi * math.log(2))
+
+    def point_estimate(self, embeddings, num_samples: int = 32, *, steps: int = 32, cfg: float = 0.0,
+                       seed: int | Sequence[int] | None = 0) -> Tensor:
+        """Best-of-N: the sample of highest density among N for each embedding, (M, 2) degrees."""
+        latlon, lp = self.sample(embeddings, num_samples, steps=steps, cfg=cfg, seed=seed, return_log_prob=True)
+        best = lp.argmax(dim=1)
+        return latlon[torch.arange(latlon.shape[0]), best]

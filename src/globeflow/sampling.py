@@ -1,0 +1,212 @@
+"""Samplers: from base draws to locations, stateless and seedable.
+
+Notation: ``t`` time (0 data, 1 noise), ``gamma = schedule(t)`` (1 data,
+0 noise), ``h = gamma_{i+1} − gamma_i`` (> 0) the step in gamma, ``v`` the
+guided network output ``(1 + w)·v_cond − w·v_uncond`` (PLONK Eq. 12).
+Points are (M, K, 3): K samples for each of M embeddings.
+
+Methods per family (grid ``t_i = 1 − i/N``, i = 0..N, as the official code):
+
+- ``rfm``: ``euler`` (official: x ← normalize(x + h v)), ``heun`` (2nd order:
+  Heun on the tangent field P(x)v with renormalisation after each stage).
+- ``fm``: ``euler`` (official: x ← x + h v), ``heun``.
+- ``diffusion``: ``ddim`` (official; ``clamp=True`` clips x̂₀ to [−1, 1] like
+  the official sampler, which leaves the probability-flow ODE's
+  distribution — pass ``clamp=False`` for the exact ODE discretisation),
+  ``ddpm`` (ancestral, stochastic), ``heun`` (2nd order on the DDIM ODE in
+  σ = √((1−γ)/γ), as EDM Algorithm 1).
+
+The conditioning path is computed once per embedding and per network
+evaluation and shared by the K samples (:class:`Field`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.func import jacfwd, vmap
+
+from globeflow import sphere
+from globeflow.network import Denoiser
+
+SAMPLERS = {"rfm": ("euler", "heun"), "fm": ("euler", "heun"), "diffusion": ("ddim", "ddpm", "heun")}
+DEFAULT_SAMPLER = {"rfm": "euler", "fm": "euler", "diffusion": "ddim"}
+
+
+class Field:
+    """The guided network field for M embeddings, conditioning shared across samples.
+
+    emb: (M, C); cfg: guidance weight w ≥ 0 (0 = no guidance, 1 network call).
+    """
+
+    def __init__(self, net: Denoiser, emb: Tensor, cfg: float = 0.0) -> None:
+        if cfg < 0:
+            raise ValueError(f"cfg must be ≥ 0; got {cfg}")
+        self.net, self.emb, self.cfg = net, emb, float(cfg)
+        self.null = torch.zeros_like(emb[:1])
+
+    def modulations(self, gamma: Tensor) -> tuple[Tensor, Tensor | None]:
+        """gamma: 0-d tensor → (M, P) conditional and (1, P) unconditional modulations."""
+        g = gamma.to(self.emb.dtype).reshape(1)
+        mod_c = self.net.modulation(self.emb, g.expand(self.emb.shape[0]))
+        mod_u = self.net.modulation(self.null, g) if self.cfg > 0 else None
+        return mod_c, mod_u
+
+    def _combine(self, x: Tensor, mod_c: Tensor, mod_u: Tensor | None) -> Tensor:
+        v = self.net.apply(x, mod_c)
+        if mod_u is None:
+            return v
+        return (1 + self.cfg) * v - self.cfg * self.net.apply(x, mod_u)
+
+    def __call__(self, x: Tensor, gamma: Tensor) -> Tensor:
+        """x (M, K, 3) → v (M, K, 3)."""
+        mod_c, mod_u = self.modulations(gamma)
+        dtype = mod_c.dtype
+        out = self._combine(x.to(dtype), mod_c[:, None], None if mod_u is None else mod_u[:, None])
+        return out.to(x.dtype)
+
+    def with_jacobian(self, x: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
+        """x (M, K, 3) → v (M, K, 3) and its ambient Jacobian ∂v/∂x (M, K, 3, 3) (forward mode)."""
+        mod_c, mod_u = self.modulations(gamma)
+        dtype = mod_c.dtype
+        mu = mod_u[0] if mod_u is not None else mod_c[0]
+        use_u = mod_u is not None
+
+        def point(xp: Tensor, mc: Tensor, mu_: Tensor) -> tuple[Tensor, Tensor]:
+            out = self._combine(xp, mc, mu_ if use_u else None)
+            return out, out
+
+        jac = jacfwd(point, has_aux=True)
+        per_sample = vmap(jac, in_dims=(0, None, None))
+        J, v = vmap(per_sample, in_dims=(0, 0, None))(x.to(dtype), mod_c, mu)
+        return v.to(x.dtype), J.to(x.dtype)
+
+
+def time_grid(steps: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The official grid t_i = 1 − i/N, i = 0..N, shape (N + 1,)."""
+    if steps < 1:
+        raise ValueError(f"steps must be ≥ 1; got {steps}")
+    return 1 - torch.arange(steps + 1, dtype=dtype) / steps
+
+
+@dataclass(frozen=True)
+class SampleOutput:
+    x: Tensor  # (M, K, 3) final points in model space (unit vectors for rfm)
+    log_prob: Tensor | None  # (M, K) nats per steradian of the discrete sampler's output (rfm), else None
+
+
+def _tangent_basis(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Orthonormal e1, e2 tangent at unit x with e1 × e2 = x."""
+    e1 = sphere._any_perpendicular(x)
+    return e1, torch.linalg.cross(x, e1, dim=-1)
+
+
+def _sphere_step_logdet(x: Tensor, z: Tensor, Dz: Tensor) -> Tensor:
+    """log|det| of x ↦ normalize(z(x)) restricted to tangent planes; Dz (..., 3, 3) ambient Jacobian."""
+    e1, e2 = _tangent_basis(x)
+    a = (Dz @ e1[..., None])[..., 0]
+    b = (Dz @ e2[..., None])[..., 0]
+    y = sphere.normalize(z)
+    det = (y * torch.linalg.cross(a, b, dim=-1)).sum(-1) / (z * z).sum(-1)
+    return torch.log(det.abs())
+
+
+def _rfm_step(field: Field, x: Tensor, g0: Tensor, g1: Tensor, method: str) -> Tensor:
+    """One unnormalised step z(x) on the sphere (see module docstring)."""
+    h = g1 - g0
+    if method == "euler":
+        return x + h * field(x, g0)
+    v1 = sphere.project_tangent(x, field(x, g0))
+    x_pred = sphere.normalize(x + h * v1)
+    v2 = sphere.project_tangent(x_pred, field(x_pred, g1))
+    return x + 0.5 * h * (v1 + v2)
+
+
+def _rfm_step_with_logdet(field: Field, x: Tensor, g0: Tensor, g1: Tensor, method: str) -> tuple[Tensor, Tensor]:
+    """Step and its tangent log-determinant, by forward-mode differentiation of the step map."""
+    h = g1 - g0
+    if method == "euler":
+        v, J = field.with_jacobian(x, g0)
+        z = x + h * v
+        Dz = torch.eye(3, dtype=x.dtype) + h * J
+        return z, _sphere_step_logdet(x, z, Dz)
+    v1, J1 = field.with_jacobian(x, g0)
+    P0 = torch.eye(3, dtype=x.dtype) - x[..., :, None] * x[..., None, :]
+    # d/dx [P(x) v(x)] for |x| = 1 along tangent directions: P J − (x·v) I − x vᵀ (the last term is radial)
+    dv1 = P0 @ J1 - (x * v1).sum(-1)[..., None, None] * torch.eye(3, dtype=x.dtype) - x[..., :, None] * v1[..., None, :]
+    f1 = sphere.project_tangent(x, v1)
+    w = x + h * f1
+    n = w.norm(dim=-1, keepdim=True)
+    x_pred = w / n
+    Dw = torch.eye(3, dtype=x.dtype) + h * dv1
+    Px = torch.eye(3, dtype=x.dtype) - x_pred[..., :, None] * x_pred[..., None, :]
+    Dxp = Px @ Dw / n[..., None]
+    v2, J2 = field.with_jacobian(x_pred, g1)
+    dv2 = (Px @ J2 - (x_pred * v2).sum(-1)[..., None, None] * torch.eye(3, dtype=x.dtype)
+           - x_pred[..., :, None] * v2[..., None, :])
+    f2 = sphere.project_tangent(x_pred, v2)
+    z = x + 0.5 * h * (f1 + f2)
+    Dz = torch.eye(3, dtype=x.dtype) + 0.5 * h * (dv1 + dv2 @ Dxp)
+    return z, _sphere_step_logdet(x, z, Dz)
+
+
+def sample_rfm(field: Field, x: Tensor, gammas: Tensor, method: str = "euler",
+               track_log_prob: bool = False) -> SampleOutput:
+    """Integrate from unit x (M, K, 3) at gammas[0] ≈ 0 to gammas[-1] = 1."""
+    log_prob = torch.full(x.shape[:-1], sphere.LOG_UNIFORM_DENSITY, dtype=x.dtype) if track_log_prob else None
+    for g0, g1 in zip(gammas[:-1], gammas[1:]):
+        if track_log_prob:
+            z, logdet = _rfm_step_with_logdet(field, x, g0, g1, method)
+            log_prob = log_prob - logdet
+        else:
+            z = _rfm_step(field, x, g0, g1, method)
+        x = sphere.normalize(z)
+    return SampleOutput(x, log_prob)
+
+
+def sample_fm(field: Field, x: Tensor, gammas: Tensor, method: str = "euler") -> SampleOutput:
+    """Flow matching in R³: plain Euler (official) or Heun in gamma."""
+    for g0, g1 in zip(gammas[:-1], gammas[1:]):
+        h = g1 - g0
+        v1 = field(x, g0)
+        if method == "euler":
+            x = x + h * v1
+        else:
+            v2 = field(x + h * v1, g1)
+            x = x + 0.5 * h * (v1 + v2)
+    return SampleOutput(x, None)
+
+
+def _ddim_parts(field: Field, x: Tensor, g: Tensor, clamp: bool) -> tuple[Tensor, Tensor]:
+    eps = field(x, g)
+    x0 = (x - torch.sqrt(1 - g) * eps) / torch.sqrt(g)
+    if clamp:
+        x0 = x0.clamp(-1, 1)
+        eps = (x - torch.sqrt(g) * x0) / torch.sqrt(1 - g)
+    return x0, eps
+
+
+def sample_diffusion(field: Field, x: Tensor, gammas: Tensor, method: str = "ddim", *, clamp: bool = True,
+                     generators: list[torch.Generator] | None = None) -> SampleOutput:
+    """DDPM ε-prediction in R³ with gamma = ᾱ. ``generators``: one per embedding row (ddpm only)."""
+    last = len(gammas) - 2
+    for i, (g0, g1) in enumerate(zip(gammas[:-1], gammas[1:])):
+        x0, eps = _ddim_parts(field, x, g0, clamp)
+        if method == "ddim":
+            x = torch.sqrt(g1) * x0 + torch.sqrt(1 - g1) * eps
+        elif method == "ddpm":
+            var = ((1 - g1) / (1 - g0) * (1 - g0 / g1)).clamp_min(0) if i < last else torch.zeros_like(g0)
+            mean = torch.sqrt(g1) * x0 + torch.sqrt((1 - g1 - var).clamp_min(0)) * eps
+            z = torch.stack([torch.randn(x.shape[1:], generator=gen, dtype=x.dtype) for gen in generators])
+            x = mean + torch.sqrt(var) * z
+        else:  # heun in sigma, y = x / sqrt(gamma), dy/dsigma = eps
+            s0, s1 = torch.sqrt((1 - g0) / g0), torch.sqrt((1 - g1) / g1)
+            y = x / torch.sqrt(g0)
+            y1 = y + (s1 - s0) * eps
+            if i < last:
+                _, eps1 = _ddim_parts(field, torch.sqrt(g1) * y1, g1, clamp)
+                y1 = y + (s1 - s0) * 0.5 * (eps + eps1)
+            x = torch.sqrt(g1) * y1
+    return SampleOutput(x, None)
