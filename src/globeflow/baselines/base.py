@@ -151,3 +151,12 @@ def _train(model, nll, x, y, train_idx, val_idx, epochs, lr, weight_decay, batch
     model.eval()
     logger.info("trained %s for %d epochs; best validation NLL %.4f", type(model).__name__, epoch + 1, best)
     return best
+
+
+def collapse_repeats(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows that start a run of identical rows, and the (N,) index of each row's run.
+
+    A density over a grid repeats one embedding many times; the network then runs once per run.
+    """
+    new_run = np.r_[True, (emb[1:] != emb[:-1]).any(axis=1)] if len(emb) else np.zeros(0, dtype=bool)
+    return emb[new_run], np.cumsum(new_run) - 1

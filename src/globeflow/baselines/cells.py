@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from globeflow.baselines.base import (Standardizer, check_inputs, group_split, seed_everything, to_latlon,
-                                      to_xyz, train_by_nll)
+from globeflow.baselines.base import (Standardizer, check_inputs, collapse_repeats, group_split, seed_everything,
+                                      single_thread, to_latlon, to_xyz, train_by_nll)
 from globeflow.sphere import SPHERE_AREA, normalize
 
 
@@ -55,14 +55,32 @@ def _canonical(latlon_deg: np.ndarray) -> np.ndarray:
     return c
 
 
-def assign_cells(cells: np.ndarray, latlon_deg: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """(N,) index of the cell containing each (N, 2) degree point (half-open rectangles)."""
+def _leaf_keys(lat: np.ndarray, lon: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Integer key (depth, row, column) of the dyadic quadtree rectangle at ``depth`` holding (lat, lon)."""
+    n = 2.0 ** depth
+    row = np.clip(np.floor((lat + 90.0) / (180.0 / n)), 0, n - 1).astype(np.int64)
+    col = np.clip(np.floor((lon + 180.0) / (360.0 / n)), 0, n - 1).astype(np.int64)
+    return (depth.astype(np.int64) << 44) | (row << 22) | col
+
+
+def assign_cells(cells: np.ndarray, latlon_deg: np.ndarray) -> np.ndarray:
+    """(N,) index of the quadtree leaf containing each (N, 2) degree point (half-open rectangles).
+
+    Each leaf is the dyadic rectangle (depth, row, column); a point is looked up at every depth.
+    """
     c = _canonical(latlon_deg)
-    out = np.empty(len(c), dtype=np.int64)
-    for i in range(0, len(c), chunk):
-        lat, lon = c[i:i + chunk, 0:1], c[i:i + chunk, 1:2]
-        hit = (lat >= cells[:, 0]) & (lat < cells[:, 1]) & (lon >= cells[:, 2]) & (lon < cells[:, 3])
-        out[i:i + chunk] = hit.argmax(axis=1)
+    depth = np.rint(np.log2(360.0 / (cells[:, 3] - cells[:, 2])))
+    keys = _leaf_keys(cells[:, 0], cells[:, 2], depth)
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    out = np.full(len(c), -1, dtype=np.int64)
+    for d in np.unique(depth):
+        k = _leaf_keys(c[:, 0], c[:, 1], np.full(len(c), d))
+        pos = np.clip(np.searchsorted(sorted_keys, k), 0, len(keys) - 1)
+        hit = sorted_keys[pos] == k
+        out[hit] = order[pos[hit]]
+    if (out < 0).any():
+        raise ValueError("assign_cells: cells do not form a quadtree covering the sphere")
     return out
 
 
@@ -107,17 +125,23 @@ class CellsBaseline:
         has = sums.norm(dim=-1, keepdim=True) > 1e-9
         return torch.where(has, normalize(sums), xyz)
 
+    def _run_log_probs(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(R, C) log p(cell | e) per run of identical rows, and each row's run index (N,)."""
+        runs, run_of = collapse_repeats(e)
+        with torch.no_grad(), single_thread():
+            return torch.log_softmax(self.model(self.scaler(runs)).double(), -1).numpy(), run_of
+
     def cell_log_probs(self, emb) -> np.ndarray:
         """(M, C) log p(cell | embedding) of the classifier (before the uniform mixture)."""
         e, _ = check_inputs(emb)
-        with torch.no_grad():
-            return torch.log_softmax(self.model(self.scaler(e)), -1).double().numpy()
+        logp, run_of = self._run_log_probs(e)
+        return logp[run_of]
 
     def log_prob(self, emb, latlon_deg) -> np.ndarray:
         e, c = check_inputs(emb, latlon_deg)
-        logp_cell = self.cell_log_probs(e)
+        logp_run, run_of = self._run_log_probs(e)
         idx = assign_cells(self.cells, c)
-        lp = logp_cell[np.arange(len(e)), idx] - np.log(self.area[idx])
+        lp = logp_run[run_of, idx] - np.log(self.area[idx])
         return np.logaddexp(math.log1p(-self.epsilon) + lp, math.log(self.epsilon / SPHERE_AREA))
 
     def sample(self, emb, num_samples: int, *, seed: int | None = None) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from globeflow.baselines import vmf
-from globeflow.baselines.base import check_inputs, group_split, to_latlon, to_xyz
+from globeflow.baselines.base import check_inputs, collapse_repeats, group_split, single_thread, to_latlon, to_xyz
 from globeflow.sphere import SPHERE_AREA, uniform
 
 KAPPAS = tuple(float(k) for k in np.geomspace(1.0, 1e5, 31))
@@ -64,8 +64,9 @@ class RetrievalBaseline:
         tr, va = group_split(len(e), groups, seed=seed)
         nbr = knn(e[va], e[tr], self.k)
         x_va, centres = to_xyz(c[va]), to_xyz(c[tr][nbr])
-        grid = [(float(_mixture_log_prob(x_va, centres, kap, eps).mean()), kap, eps)
-                for kap in self.kappas for eps in self.epsilons]
+        with single_thread():
+            grid = [(float(_mixture_log_prob(x_va, centres, kap, eps).mean()), kap, eps)
+                    for kap in self.kappas for eps in self.epsilons]
         self.val_loglik, self.kappa, self.epsilon = max(grid)
         self.db_emb, self.db_xyz = e, to_xyz(c)
         self._db_latlon = c
@@ -73,10 +74,10 @@ class RetrievalBaseline:
 
     def log_prob(self, emb, latlon_deg) -> np.ndarray:
         e, c = check_inputs(emb, latlon_deg)
-        # one search per run of identical rows: a density over a grid repeats one embedding
-        new_run = np.r_[True, (e[1:] != e[:-1]).any(axis=1)]
-        nbr = knn(e[new_run], self.db_emb, self.k)[np.cumsum(new_run) - 1]
-        return _mixture_log_prob(to_xyz(c), self.db_xyz[nbr], self.kappa, self.epsilon).numpy()
+        runs, run_of = collapse_repeats(e)
+        nbr = knn(runs, self.db_emb, self.k)[run_of]
+        with single_thread():
+            return _mixture_log_prob(to_xyz(c), self.db_xyz[nbr], self.kappa, self.epsilon).numpy()
 
     def sample(self, emb, num_samples: int, *, seed: int | None = None) -> np.ndarray:
         e, _ = check_inputs(emb)

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from globeflow.baselines import vmf
-from globeflow.baselines.base import (Standardizer, check_inputs, group_split, seed_everything, to_latlon,
-                                      to_xyz, train_by_nll)
+from globeflow.baselines.base import (Standardizer, check_inputs, collapse_repeats, group_split, seed_everything,
+                                      single_thread, to_latlon, to_xyz, train_by_nll)
 from globeflow.sphere import normalize
 
 KAPPA_MIN, KAPPA_MAX = 1e-3, 1e5
@@ -95,14 +95,17 @@ class VMFBaseline:
     def params(self, emb) -> tuple[torch.Tensor, torch.Tensor]:
         """(M, 3) float64 mean directions and (M,) concentrations."""
         e, _ = check_inputs(emb)
-        with torch.no_grad():
-            mu, kappa = self.model(self.scaler(e))
-        return normalize(mu.double()), kappa.double()
+        runs, run_of = collapse_repeats(e)
+        with torch.no_grad(), single_thread():
+            mu, kappa = self.model(self.scaler(runs))
+        idx = torch.as_tensor(run_of)
+        return normalize(mu.double())[idx], kappa.double()[idx]
 
     def log_prob(self, emb, latlon_deg) -> np.ndarray:
         e, c = check_inputs(emb, latlon_deg)
         mu, kappa = self.params(e)
-        return vmf.log_prob(to_xyz(c), mu, kappa).numpy()
+        with single_thread():
+            return vmf.log_prob(to_xyz(c), mu, kappa).numpy()
 
     def sample(self, emb, num_samples: int, *, seed: int | None = None) -> np.ndarray:
         mu, kappa = self.params(emb)
@@ -138,13 +141,17 @@ class VMFMixtureBaseline:
     def params(self, emb) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(M, C) log-weights, (M, C, 3) means, (M, C) concentrations, all float64."""
         e, _ = check_inputs(emb)
-        with torch.no_grad():
-            log_w, mu, kappa = self.model(self.scaler(e))
-        return torch.log_softmax(log_w.double(), -1), normalize(mu.double()), kappa.double()
+        runs, run_of = collapse_repeats(e)
+        with torch.no_grad(), single_thread():
+            log_w, mu, kappa = self.model(self.scaler(runs))
+        idx = torch.as_tensor(run_of)
+        return torch.log_softmax(log_w.double(), -1)[idx], normalize(mu.double())[idx], kappa.double()[idx]
 
     def log_prob(self, emb, latlon_deg) -> np.ndarray:
         e, c = check_inputs(emb, latlon_deg)
-        return vmf.mixture_log_prob(to_xyz(c), *self.params(e)).numpy()
+        params = self.params(e)
+        with single_thread():
+            return vmf.mixture_log_prob(to_xyz(c), *params).numpy()
 
     def sample(self, emb, num_samples: int, *, seed: int | None = None) -> np.ndarray:
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
