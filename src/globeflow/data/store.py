@@ -56,7 +56,9 @@ class StoreArrays:
     def __post_init__(self) -> None:
         n = len(self.ids)
         self.ids = np.asarray(self.ids, dtype=str).reshape(n)
-        self.embeddings = np.asarray(self.embeddings, dtype=np.float32).reshape(n, -1)
+        self.embeddings = np.asarray(self.embeddings, dtype=np.float32)
+        if self.embeddings.ndim != 2 or len(self.embeddings) != n:
+            raise ValueError(f"embeddings must be (N={n}, D), got {self.embeddings.shape}")
         self.latlon = np.asarray(self.latlon, dtype=np.float64).reshape(n, 2)
         self.groups = np.asarray(self.groups, dtype=str).reshape(n)
 
