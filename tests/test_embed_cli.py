@@ -162,7 +162,7 @@ def test_sigkill_then_restart_gives_same_store(folder, reference, tmp_path):
 
 def test_two_ranks_merge_into_one_store(folder, reference, tmp_path):
     out = tmp_path / "ranked"
-    procs = [_subprocess(_cmd(folder, out, "--rank", str(r), "--world-size", "2")) for r in (0, 1)]
+    procs = [_subprocess(_cmd(folder, out, "--rank", str(r), "--world-size", "2", "--threads", "1")) for r in (0, 1)]
     for p in procs:
         stdout, stderr = p.communicate(timeout=300)
         assert p.returncode == 0, stderr[-2000:]

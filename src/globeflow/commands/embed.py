@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from globeflow.data.images import BadImage, load_image
@@ -56,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                         help="embedding storage type (loading always returns float32)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
     parser.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)), help="this process's rank")
     parser.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", 1)),
                         help="number of processes sharing the work")
@@ -80,8 +82,8 @@ def _choose_encoder(requested: str | None, kind: str) -> str:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for name in ("batch_size", "shard_size", "world_size"):
-        if getattr(args, name) < 1:
+    for name in ("batch_size", "shard_size", "world_size", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.rank < args.world_size:
         raise UsageError(f"--rank must be in [0, {args.world_size}), got {args.rank}")
@@ -226,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
     except (UsageError, SourceError) as err:
         print(f"globeflow embed: error: {err}", file=sys.stderr)
         return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         encoder = get_encoder(encoder_id, device=args.device)
     except EncoderUnavailable as err:

@@ -175,7 +175,8 @@ def load_model(device: str = "cpu") -> EfficientNetLite0:
     if missing or result.unexpected_keys:
         raise EncoderUnavailable(f"efficientnet-lite0 weights do not match the architecture: "
                                  f"missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
-    return model.eval().to(device)
+    # channels-last runs the depthwise convolutions ~1.5x faster on CPU (oneDNN)
+    return model.eval().to(device).to(memory_format=torch.channels_last)
 
 
 class EfficientNetLite0Encoder(Encoder):
@@ -190,15 +191,17 @@ class EfficientNetLite0Encoder(Encoder):
         self.device = device
         self.model = load_model(device)
 
-    def _embed_batch(self, items: Sequence[Image.Image]) -> torch.Tensor:
+    def _batch(self, items: Sequence[Image.Image]) -> torch.Tensor:
         batch = torch.stack([preprocess(im) for im in items]).to(self.device)
-        return self.model.features(batch)
+        return batch.contiguous(memory_format=torch.channels_last)
+
+    def _embed_batch(self, items: Sequence[Image.Image]) -> torch.Tensor:
+        return self.model.features(self._batch(items))
 
     @torch.inference_mode()
     def logits(self, items: Sequence[Image.Image]) -> np.ndarray:
         """ImageNet-1k logits, float32 (N, 1000) (for checks; not part of the embedding)."""
-        batch = torch.stack([preprocess(im) for im in items]).to(self.device)
-        return self.model(batch).float().cpu().numpy()
+        return self.model(self._batch(items)).float().cpu().numpy()
 
 
 def imagenet_classes() -> list[str]:
