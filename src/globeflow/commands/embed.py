@@ -224,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         _check_args(args)
         kind = kind_of(args.input, args.text_columns.split(",") if args.text_columns else None)
+        if args.text_columns and kind != "text-csv":
+            raise UsageError(f"--text-columns needs a CSV INPUT, but {args.input} is a {kind}")
         encoder_id = _choose_encoder(args.encoder, kind)
     except (UsageError, SourceError) as err:
         print(f"globeflow embed: error: {err}", file=sys.stderr)

@@ -136,8 +136,11 @@ def is_text_csv(path: Path, text_columns: Sequence[str] | None) -> bool:
     """True when the CSV is a text source (``text_columns`` given or a ``text`` column present)."""
     if text_columns:
         return True
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f), [])
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise SourceError(f"cannot read CSV {path}: {err}") from err
     return "text" in resolve_columns(header)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +56,3 @@ class Encoder(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id} version={self.version} dim={self.dim} {self.modality}>"
-
-
-Factory = Callable[[str], Encoder]
