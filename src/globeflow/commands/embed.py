@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-columns", help="CSV columns joined with '. ' as the text to embed, e.g. TITLE,TAGS")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                         help="embedding storage type (loading always returns float32)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK when a GPU is visible, else cpu)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
     parser.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)), help="this process's rank")
     parser.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", 1)),
@@ -91,6 +91,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--metadata {args.metadata} does not exist")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} exists and is not a folder")
+
+
+def _default_device() -> str:
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+    return "cpu"
 
 
 def _check_existing(out: Path, encoder: Encoder, shard_size: int, dtype: str) -> None:
@@ -233,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        encoder = get_encoder(encoder_id, device=args.device)
+        encoder = get_encoder(encoder_id, device=args.device or _default_device())
     except EncoderUnavailable as err:
         print(f"globeflow embed: error: {err}", file=sys.stderr)
         return 1
