@@ -253,3 +253,58 @@ class Geolocator:
         latlon, lp = self.sample(embeddings, num_samples, steps=steps, cfg=cfg, seed=seed, return_log_prob=True)
         best = lp.argmax(dim=1)
         return latlon[torch.arange(latlon.shape[0]), best]
+
+    # ------------------------------------------------------------ end to end
+    @property
+    def encoder(self):
+        """The frozen encoder this model's embeddings come from (built on first use)."""
+        if self._encoder is None:
+            if not self.info.encoder:
+                raise ValueError(f"model {self.model_id} records no encoder id; pass embeddings instead")
+            from globeflow.encoders import get_encoder
+
+            self._encoder = get_encoder(self.info.encoder, device=str(self.device))
+        return self._encoder
+
+    def embed(self, inputs: Sequence) -> np.ndarray:
+        """Paths or PIL images (image models) or strings (text models) → (N, D) float32 embeddings."""
+        if self.info.modality == "text":
+            return self.encoder.embed([str(t) for t in inputs])
+        from PIL import Image
+
+        from globeflow.data.images import load_image, to_rgb
+
+        images = [to_rgb(x) if isinstance(x, Image.Image) else load_image(x) for x in inputs]
+        return self.encoder.embed(images)
+
+    def predict(self, inputs=None, *, texts: Sequence[str] | None = None, num_samples: int = 512,
+                cfg: float = 0.0, steps: int = 32, seed: int | Sequence[int] | None = 0, top_k: int = 5,
+                ids: Sequence[str] | None = None, truths=None) -> list:
+        """Where was each input taken? One :class:`globeflow.prediction.Prediction` per input.
+
+        Exactly one of ``inputs`` (paths, PIL images, or precomputed embeddings (N, D); one or many)
+        or ``texts`` (strings, for text models). ``truths``: optional (N, 2) degrees carried into
+        the results. Samples, best guess (highest density), modes, 50/90 % credible regions,
+        country probabilities and localizability come from ``num_samples`` samples.
+        """
+        from globeflow.prediction import summarize
+
+        if (inputs is None) == (texts is None):
+            raise ValueError("pass exactly one of inputs= (photos or embeddings) or texts=")
+        wanted = "text" if texts is not None else "image"
+        items = [texts] if isinstance(texts, str) else texts
+        if inputs is not None:
+            items = inputs if isinstance(inputs, (list, tuple, np.ndarray, Tensor)) else [inputs]
+        is_embedding = isinstance(items, (np.ndarray, Tensor)) and np.asarray(items).dtype.kind == "f"
+        if not is_embedding and wanted != self.info.modality:
+            raise ValueError(f"model {self.model_id} geolocates {self.info.modality} inputs, not {wanted}; "
+                             f"load a {wanted} model (e.g. Geolocator.from_pretrained(modality='{wanted}'))")
+        emb = np.atleast_2d(np.asarray(items, dtype=np.float32)) if is_embedding else self.embed(list(items))
+        samples, log_prob = self.sample(emb, num_samples, steps=steps, cfg=cfg, seed=seed, return_log_prob=True)
+        names = list(ids) if ids is not None else [
+            None if is_embedding else (str(x) if isinstance(x, (str, os.PathLike)) else None) for x in
+            (items if not is_embedding else range(len(emb)))]
+        truths = [None] * len(emb) if truths is None else list(np.asarray(truths, dtype=np.float64))
+        return [summarize(samples[i].numpy(), log_prob[i].numpy(), model=self.model_id,
+                          encoder=self.encoder_id or "", top_k=top_k, input_id=names[i], truth_deg=truths[i])
+                for i in range(len(emb))]
