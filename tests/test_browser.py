@@ -59,6 +59,14 @@ def land_fraction(png: Path, element=None) -> float:
     return float((np.abs(img - np.array(LAND)).max(axis=-1) <= 4).mean())
 
 
+def reddish_fraction(png: Path, element) -> float:
+    """Share of pixels inside ``element``'s box coloured by the density ramp (red well above blue)."""
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    r = element.rect
+    img = img[int(r["y"]) : int(r["y"] + r["height"]), int(r["x"]) : int(r["x"] + r["width"])]
+    return float(((img[..., 0] - img[..., 2]) > 70).mean())
+
+
 def test_standalone_html_map_renders_with_land(browser, tmp_path):
     from globeflow.maps import render_html
     from globeflow.prediction import Mode
@@ -115,9 +123,17 @@ def test_upload_page_shows_map_and_guesses(browser):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shot = SCREENSHOTS / "web_upload_result.png"
         browser.save_screenshot(str(shot))
+        assert reddish_fraction(shot, frame) > 0.01  # the density is drawn
+        # without the density and sample layers, the land underneath is plain to see
+        browser.switch_to.frame(frame)
+        browser.execute_script("document.querySelectorAll('#gf-svg image, .gf-samples')"
+                               ".forEach(function(e){e.style.display='none';})")
+        browser.switch_to.default_content()
+        bare = SCREENSHOTS / "web_upload_land_only.png"
+        browser.save_screenshot(str(bare))
+        assert land_fraction(bare, frame) > 0.1
         browser.execute_script("window.scrollTo(0, 0)")
         browser.save_screenshot(str(SCREENSHOTS / "web_upload_top.png"))
-        assert land_fraction(shot, frame) > 0.1
 
         # the JSON API from the page's origin: health, then a predict with the chosen file
         health = browser.execute_async_script(

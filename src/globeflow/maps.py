@@ -221,7 +221,7 @@ def density_layer(density: LogDensityGrid, width: int) -> Image.Image:
     i = np.minimum(pos.astype(int), len(_RAMP) - 2)
     rgb = _RAMP[i] + (pos - i)[..., None] * (_RAMP[i + 1] - _RAMP[i])
     shown = inside & (v >= lo)
-    alpha = np.where(shown, 110 + 120 * t, 0)
+    alpha = np.where(shown, 45 + 185 * t, 0)  # faint where unlikely: land stays readable
     rgba = np.concatenate([rgb, alpha[..., None]], axis=-1)
     for mass, colour, thick in ((0.9, CONTOUR_90, 1), (0.5, CONTOUR_50, 2)):
         region = inside & (v >= density.hpd_threshold(mass))
