@@ -73,10 +73,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"globeflow map: {problem}", file=sys.stderr)
         return 2
     from globeflow.data.images import BadImage, load_image
-    from globeflow.encoders import get_encoder
     from globeflow.geolocator import Geolocator
     from globeflow.maps import LogDensityGrid, render_html, render_png
-    from globeflow.prediction import summarize
 
     modality = "text" if args.text is not None else "image"
     try:
@@ -93,12 +91,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"globeflow map: model {geolocator.model_id} takes {geolocator.info.modality} inputs, "
               f"not {modality}", file=sys.stderr)
         return 2
-    embedding = get_encoder(geolocator.encoder_id).embed([item])
-    samples, log_prob = geolocator.sample(embedding, args.num_samples, steps=args.steps, cfg=args.cfg,
-                                          seed=args.seed, return_log_prob=True)
     name = args.photo.name if args.photo is not None else args.text
-    pred = summarize(samples[0].numpy(), log_prob[0].numpy(), model=geolocator.model_id,
-                     encoder=geolocator.encoder_id or "", input_id=name, truth_deg=truth)
+    embedding = geolocator.embed([item])
+    (pred,) = geolocator.predict(embedding, num_samples=args.num_samples, steps=args.steps, cfg=args.cfg,
+                                 seed=args.seed, ids=[name], truths=None if truth is None else [truth])
     density = None
     if args.grid_resolution > 0:
         density = LogDensityGrid.from_array(geolocator.log_prob_grid(embedding[0], args.grid_resolution, cfg=args.cfg))

@@ -226,14 +226,14 @@ def _infer(geolocator, modality: str, inputs: Indexed, params: Params) -> Indexe
     """Run the model on the valid inputs → (position, result dict) each (runs in a worker thread)."""
     kwargs = dict(num_samples=params.num_samples, cfg=params.cfg, steps=params.steps, seed=params.seed)
     items = [item for _, (_, item) in inputs]
+    names = [name for _, (name, _) in inputs]
     if modality == "text":
-        predictions = geolocator.predict(texts=items, **kwargs)
+        predictions = geolocator.predict(texts=items, ids=names, **kwargs)
     else:
-        predictions = geolocator.predict(items, **kwargs)
+        predictions = geolocator.predict(items, ids=names, **kwargs)
     results = []
     for (i, (name, _)), pred in zip(inputs, predictions):
         entry = {"input": name, **pred.to_dict(include_samples=params.samples)}
-        entry["id"] = name
         if params.map != "none":
             entry[f"map_{params.map}"] = _render_map(pred, name, params.map)
         results.append((i, entry))
