@@ -148,12 +148,13 @@ class Geolocator:
     # ---------------------------------------------------------------- densities
     def log_prob(self, embeddings, latlon_deg, *, cfg: float = 0.0, divergence: str = "riemannian",
                  solver: str = "fast", units: str = "nats", dtype: torch.dtype | None = None,
-                 steps: int = density.DEFAULT_FAST_STEPS, return_nfe: bool = False):
+                 steps: int = density.DEFAULT_FAST_STEPS, radial_nodes: int = 24, return_nfe: bool = False):
         """Log-density of locations given embeddings.
 
         embeddings (M, D) or (1, D) (broadcast); latlon_deg (M, 2) → (M,), or (M, K, 2) → (M, K).
         divergence: ``riemannian`` (the true density on S²) or ``ambient`` (the official pipeline's
-        unnormalised value; rfm only). solver: ``fast`` (per point, RK4 with ``steps`` uniform
+        unnormalised value). R³ families (fm, diffusion) integrate the R³ density over the radius
+        with ``radial_nodes`` Gauss–Legendre nodes around the shell of the model's samples. solver: ``fast`` (per point, RK4 with ``steps`` uniform
         steps in gamma) or ``official`` (dopri5 1e-6, all points jointly). dtype: e.g.
         torch.float64 to run the network in double precision.
         """
@@ -177,14 +178,14 @@ class Geolocator:
             raise ValueError(f"cannot broadcast {emb.shape[0]} embeddings against {ll.shape[0]} coordinate rows")
         emb, ll = emb.expand(M, -1), ll.expand(M, -1, -1)
         x = sphere.latlon_to_xyz(ll).to(dt)
-        out, nfe = self._log_prob_xyz(net, emb, x, cfg, divergence, solver, steps)
+        out, nfe = self._log_prob_xyz(net, emb, x, cfg, divergence, solver, steps, radial_nodes)
         if units == "bits_per_dim_official":
             out = out / (3 * math.log(2))
         out = out[:, 0] if squeeze else out
         return (out, nfe) if return_nfe else out
 
     def _log_prob_xyz(self, net: Denoiser, emb: Tensor, x: Tensor, cfg: float, divergence: str, solver: str,
-                      steps: int) -> tuple[Tensor, int]:
+                      steps: int, radial_nodes: int = 24) -> tuple[Tensor, int]:
         gamma_min = float(self.schedule(torch.ones((), dtype=torch.float64)))
         if self.family == "rfm" or divergence == "ambient":
             field = Field(net, emb, cfg)
@@ -200,8 +201,8 @@ class Geolocator:
         for i in range(emb.shape[0]):
             shell = self._radial_shell(emb[i:i + 1], cfg)
             rows.append(self._chunked(net, emb[i:i + 1], x[i:i + 1], cfg, lambda f, xs: density.direction_log_prob(
-                f, self.family, xs, shell, gamma_min, steps)[0]))
-        return torch.cat(rows), 4 * steps * 2 * 24
+                f, self.family, xs, shell, gamma_min, steps, radial_nodes)))
+        return torch.cat(rows), 4 * steps * radial_nodes
 
     def _chunked(self, net: Denoiser, emb: Tensor, x: Tensor, cfg: float, fn, max_points: int = 4096) -> Tensor:
         K = x.shape[1]
