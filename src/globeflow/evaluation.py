@@ -1,0 +1,605 @@
+"""Cross-validated evaluation of generative models and baselines (the paper's comparison table).
+
+Data: embeddings (N, D) float32, coordinates (N, 2) degrees, photographer groups (N,) str.
+Folds are group-aware: a photographer's photos all fall in one fold. Every model is fitted
+on the training folds only; the ``tuned`` guidance weight is chosen by an inner group split
+of the training folds (never the test fold). Per photo we keep the point estimate, one random
+sample, the log-density of the truth and the log-densities of K own samples (nats per
+steradian); metrics are computed from these per photo, pooled over folds, with 95 %
+intervals from a bootstrap over photographers.
+
+Densities: ``rfm`` samples carry their exact along-trajectory density (discrete sampler);
+the truth's density is the probability-flow ODE (``Geolocator.log_prob``, RK4,
+``density_steps``). ``fm``/``diffusion`` densities are direction densities by a radial
+Gauss–Legendre quadrature of ODE solves (:func:`globeflow.density.direction_log_prob`) — far
+slower, so they are computed for ``r3_photos`` photos per fold and ``r3_samples`` samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from globeflow import metrics as M
+from globeflow.credible import credible_region
+
+log = logging.getLogger(__name__)
+
+GENERATIVE = ("rfm", "fm", "diffusion")
+BASELINES = ("regression", "cells", "retrieval", "vmf", "vmf_mixture")
+ALL_MODELS = GENERATIVE + BASELINES
+TUNE_METRICS = ("nll", "geoscore")
+
+
+# ---------------------------------------------------------------- data and folds
+
+@dataclass
+class EvalData:
+    """Labelled rows: ids (N,) str, emb (N, D) float32, latlon (N, 2) degrees, groups (N,) str."""
+
+    ids: np.ndarray
+    emb: np.ndarray
+    latlon: np.ndarray
+    groups: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def select(self, idx: np.ndarray) -> "EvalData":
+        return EvalData(self.ids[idx], self.emb[idx], self.latlon[idx], self.groups[idx])
+
+    @classmethod
+    def from_arrays(cls, ids, emb, latlon, groups) -> tuple["EvalData", int]:
+        """Keep rows with finite embeddings and valid coordinates; returns (data, rows dropped).
+
+        A row without a group becomes its own group (``id:<id>``).
+        """
+        ids = np.asarray(ids, dtype=str)
+        emb = np.asarray(emb, dtype=np.float32)
+        ll = np.asarray(latlon, dtype=np.float64).reshape(len(ids), 2)
+        groups = np.asarray(groups, dtype=str)
+        ok = (np.isfinite(ll).all(1) & (np.abs(ll[:, 0]) <= 90) & (np.abs(ll[:, 1]) <= 180)
+              & np.isfinite(emb).all(1))
+        groups = np.where(groups == "", np.char.add("id:", ids), groups)
+        return cls(ids[ok], emb[ok], ll[ok], groups[ok]), int((~ok).sum())
+
+    @classmethod
+    def from_store(cls, path: str | Path) -> tuple["EvalData", int]:
+        """All usable rows of an embedding store; unlabelled/bad rows are dropped and counted."""
+        from globeflow.data.store import EmbeddingStore
+
+        a = EmbeddingStore(path).load(labelled_only=False)
+        return cls.from_arrays(a.ids, a.embeddings, a.latlon, a.groups)
+
+
+def group_folds(groups: Sequence[str], k: int, seed: int = 0) -> np.ndarray:
+    """(N,) fold index in [0, k): whole groups, balanced by photo count (largest groups first)."""
+    groups = np.asarray(groups, dtype=str)
+    uniq, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    if k < 2:
+        raise ValueError(f"folds must be at least 2; got {k}")
+    if len(uniq) < k:
+        raise ValueError(f"{k} folds need at least {k} groups (photographers); the data has {len(uniq)}")
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    order = order[np.argsort(-counts[order], kind="stable")]
+    sizes, fold_of = np.zeros(k, dtype=np.int64), np.empty(len(uniq), dtype=np.int64)
+    for g in order:
+        f = int(np.argmin(sizes))
+        fold_of[g], sizes[f] = f, sizes[f] + counts[g]
+    return fold_of[inverse.reshape(-1)]
+
+
+def inner_split(groups: Sequence[str], frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices of a group-aware split of the given rows (``training.val_mask``)."""
+    from globeflow.training import val_mask
+
+    mask = val_mask(groups, frac, split_seed=seed)
+    if mask.all() or not mask.any():
+        raise ValueError("the tuning split needs photographers on both sides; use more training data")
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+# ---------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How models are trained, sampled and scored."""
+
+    samples: int = 64  # K own samples per photo (calibration, localizability)
+    best_of: int = 32  # N for the best-of-N point estimate (the first N of the K samples)
+    steps: int = 16  # sampler steps
+    seed: int = 0
+    density_steps: int = 16  # RK4 steps of the ODE densities
+    r3_photos: int = 25  # photos per fold with fm/diffusion densities (0 = all)
+    r3_samples: int = 32  # own samples per photo with fm/diffusion densities
+    r3_nodes: int = 6  # radial Gauss–Legendre nodes
+    train_steps: int = 600
+    dim: int = 128
+    depth: int = 2
+    batch_size: int = 256
+    lr: float = 1e-3
+    cond_drop: float = 0.1
+    tune_grid: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)
+    tune_frac: float = 0.25  # photographers of the training folds held out to choose cfg
+    tune_metric: str = "nll"  # nll (minimise) | geoscore (maximise)
+    tune_photos: int = 150  # held-out photos scored per candidate (0 = all)
+    n_boot: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "best_of", "steps", "density_steps", "r3_samples", "r3_nodes", "train_steps",
+                     "dim", "depth", "batch_size", "n_boot"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)!r}")
+        if self.best_of > self.samples:
+            raise ValueError(f"best_of ({self.best_of}) cannot exceed samples ({self.samples})")
+        if self.r3_photos < 0 or self.tune_photos < 0:
+            raise ValueError("r3_photos and tune_photos must be >= 0")
+        if self.tune_metric not in TUNE_METRICS:
+            raise ValueError(f"tune_metric must be one of {TUNE_METRICS}; got {self.tune_metric!r}")
+        if not 0.0 < self.tune_frac < 1.0:
+            raise ValueError(f"tune_frac must be in (0, 1); got {self.tune_frac}")
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["tune_grid"] = list(self.tune_grid)
+        return out
+
+
+# ---------------------------------------------------------------- per-photo predictions
+
+@dataclass
+class Predictions:
+    """One model (one cfg) on M test photos.
+
+    point (M, 2) degrees; draw (M, 2) one random sample (for PRDC); truth_lp (M,) nats/sr
+    (NaN where not computed); sample_lp (M, K) nats/sr of own samples (NaN rows where not
+    computed, or None for a model without a density).
+    """
+
+    point: np.ndarray
+    draw: np.ndarray
+    truth_lp: np.ndarray
+    sample_lp: np.ndarray | None
+
+
+def _nan(shape) -> np.ndarray:
+    return np.full(shape, np.nan)
+
+
+def predict_baseline(model, test: EvalData, s: EvalSettings, seed: int) -> Predictions:
+    """Point estimate, samples and densities of a fitted baseline (``globeflow.baselines``)."""
+    samples = model.sample(test.emb, s.samples, seed=seed)  # (M, K, 2)
+    point = model.point_estimate(test.emb)
+    try:
+        truth = model.log_prob(test.emb, test.latlon)
+    except NotImplementedError:  # regression: no density
+        return Predictions(point, samples[:, 0], _nan(len(test)), None)
+    rep = np.repeat(test.emb, s.samples, axis=0)
+    lp = model.log_prob(rep, samples.reshape(-1, 2)).reshape(len(test), s.samples)
+    return Predictions(point, samples[:, 0], np.asarray(truth, dtype=np.float64), lp)
+
+
+def fit_baseline(name: str, train: EvalData, seed: int):
+    from globeflow.baselines import make_baseline
+
+    return make_baseline(name).fit(train.emb, train.latlon, train.groups, seed=seed)
+
+
+def train_generative(family: str, train: EvalData, s: EvalSettings, seed: int, out: Path):
+    """Train a denoiser on ``train`` into ``out`` and return its EMA weights as a Geolocator."""
+    from globeflow import training as T
+    from globeflow.checkpoints import ModelInfo
+    from globeflow.geolocator import Geolocator
+
+    cfg = T.TrainConfig(family=family, dim=s.dim, depth=s.depth, steps=s.train_steps, batch_size=s.batch_size,
+                        lr=s.lr, warmup_steps=min(200, s.train_steps // 5), cond_drop=s.cond_drop, seed=seed,
+                        val_frac=0.0, val_every=10**9, checkpoint_every=10**9, log_every=max(1, s.train_steps))
+    data = T.MemoryData.from_latlon(train.latlon, train.emb, train.groups)
+    T.train(cfg, T.MemorySource(data, seed), out, info=ModelInfo(model_id=f"eval-{family}"), resume=False)
+    return Geolocator.from_pretrained(out)
+
+
+def r3_densities(geo, emb: np.ndarray, truth: np.ndarray, cfg: float, s: EvalSettings,
+                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """fm/diffusion: (samples (M, K, 2) degrees, truth log p (M,), sample log p (M, K)) in nats/sr.
+
+    One sampler call gives K samples per photo; their radii fix the radial shell, and the
+    truth's direction and the K sample directions are integrated together (one ODE batch).
+    """
+    from globeflow import density, sphere
+    from globeflow.sampling import Field
+
+    e = torch.as_tensor(emb, dtype=geo.dtype)
+    xyz = geo.sample(e, s.r3_samples, steps=s.steps, cfg=cfg, seed=seed, return_xyz=True).double()
+    u_truth = sphere.latlon_to_xyz(torch.as_tensor(truth, dtype=torch.float64))
+    gamma_min = float(geo.schedule(torch.ones((), dtype=torch.float64)))
+    lps = []
+    for i in range(len(e)):
+        shell = density.RadialShell.from_radii(xyz[i].norm(dim=-1))
+        u = torch.cat([sphere.normalize(xyz[i]), u_truth[i:i + 1]])[None].to(geo.dtype)
+        lp = density.direction_log_prob(Field(geo.net, e[i:i + 1], cfg), geo.family, u, shell, gamma_min,
+                                           s.density_steps, nodes=s.r3_nodes)
+        lps.append(lp.detach().double()[0])
+    lp = torch.stack(lps).numpy() if lps else np.zeros((0, s.r3_samples + 1))
+    return sphere.xyz_to_latlon(xyz).numpy(), lp[:, -1], lp[:, :-1]
+
+
+def predict_generative(geo, test: EvalData, cfg: float, s: EvalSettings, seed: int,
+                       density_rows: np.ndarray | None = None) -> Predictions:
+    """Best-of-N point estimate and densities of a Geolocator at guidance ``cfg``.
+
+    rfm: K samples with their exact sampler densities for every photo, the truth by the ODE.
+    fm/diffusion: densities only for ``density_rows`` (indices; default all); the point estimate
+    is best-of-N by density there, and NaN elsewhere.
+    """
+    m = len(test)
+    seeds = [seed + i for i in range(m)]
+    if geo.family == "rfm":
+        ll, lp = geo.sample(test.emb, s.samples, steps=s.steps, cfg=cfg, seed=seeds, return_log_prob=True)
+        ll, lp = ll.double().numpy(), lp.double().numpy()
+        truth = geo.log_prob(test.emb, test.latlon, cfg=cfg, steps=s.density_steps).double().numpy()
+        best = lp[:, :s.best_of].argmax(1)
+        return Predictions(ll[np.arange(m), best], ll[:, 0], truth, lp)
+    rows = np.arange(m) if density_rows is None else np.asarray(density_rows, dtype=np.int64)
+    draws = geo.sample(test.emb, 1, steps=s.steps, cfg=cfg, seed=seeds).double().numpy()[:, 0]
+    point, truth, lp = _nan((m, 2)), _nan(m), _nan((m, s.r3_samples))
+    if len(rows):
+        ll, t_lp, s_lp = r3_densities(geo, test.emb[rows], test.latlon[rows], cfg, s, seed)
+        best = s_lp[:, :min(s.best_of, s.r3_samples)].argmax(1)
+        point[rows], truth[rows], lp[rows] = ll[np.arange(len(rows)), best], t_lp, s_lp
+    return Predictions(point, draws, truth, lp)
+
+
+def density_subset(m: int, s: EvalSettings, seed: int) -> np.ndarray:
+    """Indices of the fm/diffusion density photos of a fold of m photos (sorted)."""
+    if s.r3_photos <= 0 or s.r3_photos >= m:
+        return np.arange(m)
+    return np.sort(np.random.default_rng(seed).choice(m, s.r3_photos, replace=False))
+
+
+# ---------------------------------------------------------------- tuning cfg
+
+@dataclass
+class TuneResult:
+    cfg: float
+    scores: dict[str, float]  # criterion per candidate (mean NLL nats, or mean GeoScore)
+    train_ids: np.ndarray  # ids the tuning model was trained on
+    val_ids: np.ndarray  # ids the candidates were scored on
+
+
+def truth_log_prob(geo, emb: np.ndarray, latlon: np.ndarray, cfg: float, s: EvalSettings, seed: int) -> np.ndarray:
+    """(M,) log-density of the truths (nats/sr), nothing else: the ODE for rfm, the radial
+    quadrature on the shell of ``r3_samples`` samples for fm/diffusion."""
+    if geo.family == "rfm":
+        return geo.log_prob(emb, latlon, cfg=cfg, steps=s.density_steps).double().numpy()
+    from globeflow import density, sphere
+    from globeflow.sampling import Field
+
+    e = torch.as_tensor(emb, dtype=geo.dtype)
+    xyz = geo.sample(e, s.r3_samples, steps=s.steps, cfg=cfg, seed=seed, return_xyz=True).double()
+    u = sphere.latlon_to_xyz(torch.as_tensor(latlon, dtype=torch.float64)).to(geo.dtype)
+    gamma_min = float(geo.schedule(torch.ones((), dtype=torch.float64)))
+    out = [density.direction_log_prob(Field(geo.net, e[i:i + 1], cfg), geo.family, u[i:i + 1, None],
+                                      density.RadialShell.from_radii(xyz[i].norm(dim=-1)), gamma_min,
+                                      s.density_steps, nodes=s.r3_nodes).detach().double()[0, 0]
+           for i in range(len(e))]
+    return torch.stack(out).numpy() if out else np.zeros(0)
+
+
+@dataclass
+class TuneResult:
+    cfg: float
+    scores: dict[str, float]  # criterion per candidate (mean NLL nats, or mean GeoScore)
+    train_ids: np.ndarray  # ids the tuning model was trained on
+    val_ids: np.ndarray  # ids the candidates were scored on
+
+
+def tune_cfg(family: str, train: EvalData, s: EvalSettings, seed: int, workdir: Path) -> TuneResult:
+    """Choose cfg among ``s.tune_grid`` using the training folds only.
+
+    An inner group split holds out ``tune_frac`` of the training photographers; a model is
+    trained on the rest and each candidate is scored on (at most ``tune_photos`` of) the
+    held-out photos: mean NLL of the truth (lowest wins) or best-of-N GeoScore (highest wins).
+    """
+    tr, va = inner_split(train.groups, s.tune_frac, seed)
+    inner = train.select(tr)
+    geo = train_generative(family, inner, s, seed, workdir)
+    val = train.select(va)
+    if s.tune_photos and len(val) > s.tune_photos:
+        val = val.select(np.sort(np.random.default_rng(seed).choice(len(val), s.tune_photos, replace=False)))
+    scores = {}
+    for w in s.tune_grid:
+        if s.tune_metric == "nll":
+            scores[f"{w:g}"] = float(-truth_log_prob(geo, val.emb, val.latlon, w, s, seed).mean())
+        else:
+            pred = predict_generative(geo, val, w, s, seed)
+            scores[f"{w:g}"] = float(M.geoscore(M.haversine_km(pred.point, val.latlon)).mean())
+    pick = min if s.tune_metric == "nll" else max
+    best = pick(scores, key=scores.get)
+    return TuneResult(float(best), scores, inner.ids, train.ids[va])
+
+
+# ---------------------------------------------------------------- per-photo metrics
+
+def truth_admin_keys(latlon: np.ndarray) -> dict[str, np.ndarray]:
+    """Composite admin keys of the reverse-geocoded truths (None where a level is missing)."""
+    from globeflow.geocoding import reverse_geocode
+
+    return M.truth_keys_from_places(reverse_geocode(latlon))
+
+
+def photo_metrics(pred: Predictions, truth_deg: np.ndarray, truth_keys: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """(M,) per-photo values (NaN = not available for that photo) of every averaged metric."""
+    from globeflow.geocoding import reverse_geocode
+
+    m = len(truth_deg)
+    ok = np.isfinite(pred.point).all(1)
+    d = _nan(m)
+    d[ok] = M.haversine_km(pred.point[ok], truth_deg[ok])
+    out = {"dist_km": d, "geoscore": np.where(ok, M.geoscore(np.nan_to_num(d)), np.nan)}
+    for r in M.RADII_KM:
+        out[f"acc_{r:g}km"] = np.where(ok, d < r, np.nan)
+    pkeys = M.place_keys(reverse_geocode(pred.point[ok])) if ok.any() else {lv: np.zeros(0, object) for lv in M.LEVELS}
+    for lv in M.LEVELS:
+        hit = _nan(m)
+        known = ok & np.array([k is not None for k in truth_keys[lv]], dtype=bool)
+        hit[known] = pkeys[lv][known[ok]] == truth_keys[lv][known]
+        out[f"{lv}_acc"] = hit
+    out["nll_nats"] = -np.asarray(pred.truth_lp, dtype=np.float64)
+    lp = pred.sample_lp if pred.sample_lp is not None else _nan((m, 1))
+    dens = np.isfinite(lp).all(1)
+    neg_h = np.where(dens, np.mean(np.nan_to_num(lp), axis=1), np.nan)
+    out["neg_entropy_nats"] = neg_h
+    out["info_gain_bits"] = (neg_h + math.log(4 * math.pi)) / math.log(2)
+    out["localizability_official"] = neg_h / (4 * math.pi * math.log(2))
+    both = dens & np.isfinite(pred.truth_lp)
+    for mass in M.MASSES:
+        cov, area = _nan(m), _nan(m)
+        for i in np.flatnonzero(both):
+            region = credible_region(lp[i], mass)
+            cov[i], area[i] = float(pred.truth_lp[i] >= region.log_threshold), region.area_km2
+        out[f"calib_{mass:g}_coverage"], out[f"calib_{mass:g}_area_km2"] = cov, area
+    return out
+
+
+# ---------------------------------------------------------------- summaries
+
+def _nanmedian(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if x.size else math.nan
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else math.nan
+
+
+# summary metric → (per-photo column, statistic)
+SUMMARY: dict[str, tuple[str, Callable[[np.ndarray], float]]] = {
+    "geoscore": ("geoscore", _nanmean), "mean_km": ("dist_km", _nanmean), "median_km": ("dist_km", _nanmedian),
+    **{f"acc_{r:g}km": (f"acc_{r:g}km", _nanmean) for r in M.RADII_KM},
+    **{f"{lv}_acc": (f"{lv}_acc", _nanmean) for lv in M.LEVELS},
+    "nll_nats": ("nll_nats", _nanmean),
+    "bits_per_dim_official": ("nll_nats", lambda x: float(M.bits_per_dim_official(_nanmean(x)))),
+    "localizability_official": ("localizability_official", _nanmean),
+    "neg_entropy_nats": ("neg_entropy_nats", _nanmean), "info_gain_bits": ("info_gain_bits", _nanmean),
+    **{f"calib_{m:g}_coverage": (f"calib_{m:g}_coverage", _nanmean) for m in M.MASSES},
+    **{f"calib_{m:g}_area_km2": (f"calib_{m:g}_area_km2", _nanmedian) for m in M.MASSES},
+}
+PRDC_KEYS = ("precision", "recall", "density", "coverage")
+
+
+def _counts(table: dict[str, np.ndarray]) -> dict[str, float]:
+    return {"n": float(np.isfinite(table["dist_km"]).sum()), "n_density": float(np.isfinite(table["nll_nats"]).sum())}
+
+
+def summarize_table(table: dict[str, np.ndarray], truth: np.ndarray, draws: np.ndarray) -> dict[str, float]:
+    """Plain metric values of one set of photos (one fold, or a train/test evaluation)."""
+    out = {name: fn(table[col]) for name, (col, fn) in SUMMARY.items()}
+    out.update({f"prdc_{k}": v for k, v in M.prdc(truth, draws).items()})
+    out.update(_counts(table))
+    return out
+
+
+def _boot_weights(groups: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, N) photo weights: how many times each photo's group was drawn."""
+    _, inverse = np.unique(groups, return_inverse=True)
+    g = inverse.max() + 1
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(g, np.full(g, 1.0 / g), size=n_boot)  # (B, G) draws with replacement
+    return counts[:, inverse.reshape(-1)].astype(np.float64)
+
+
+def _weighted_median(x: np.ndarray, w: np.ndarray) -> float:
+    order = np.argsort(x)
+    cw = np.cumsum(w[order])
+    return float(x[order][np.searchsorted(cw, 0.5 * cw[-1])])
+
+
+def bootstrap_intervals(table: dict[str, np.ndarray], groups: np.ndarray, n_boot: int, seed: int,
+                        level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """95 % percentile intervals of every SUMMARY metric by resampling photographers.
+
+    Equivalent to ``metrics.bootstrap_ci`` (groups drawn with replacement; a group drawn twice
+    counts twice), vectorised as weights.
+    """
+    W = _boot_weights(groups, n_boot, seed)
+    a = (1 - level) / 2
+    out = {}
+    for name, (col, fn) in SUMMARY.items():
+        x = table[col]
+        ok = np.isfinite(x)
+        if not ok.any():
+            out[name] = (math.nan, math.nan)
+            continue
+        w, v = W[:, ok], x[ok]
+        if fn is _nanmedian:
+            stats = np.array([_weighted_median(v, wi) if wi.sum() else math.nan for wi in w])
+        else:
+            tot = w.sum(1)
+            stats = np.where(tot > 0, (w @ v) / np.where(tot > 0, tot, 1), np.nan)
+            if name == "bits_per_dim_official":
+                stats = M.bits_per_dim_official(stats)
+        stats = stats[np.isfinite(stats)]
+        out[name] = (float(np.quantile(stats, a)), float(np.quantile(stats, 1 - a)))
+    return out
+
+
+def prdc_intervals(truth: np.ndarray, draws: np.ndarray, groups: np.ndarray, n_boot: int, seed: int,
+                   level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Intervals for PRDC by half-sampling photographers (without replacement: a duplicated
+    point would shrink the k-NN radii to 0). Half-samples have about the variance of the full
+    estimate; their spread around their own mean is re-centred on the full-data value."""
+    full = M.prdc(truth, draws)
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(max(20, n_boot // 10)):
+        keep = np.isin(inverse, rng.choice(len(uniq), max(1, len(uniq) // 2), replace=False))
+        if keep.sum() > 4:
+            reps.append([M.prdc(truth[keep], draws[keep])[k] for k in PRDC_KEYS])
+    reps = np.asarray(reps)
+    a = (1 - level) / 2
+    out = {}
+    for j, k in enumerate(PRDC_KEYS):
+        if len(reps) == 0:
+            out[f"prdc_{k}"] = (math.nan, math.nan)
+            continue
+        dev = reps[:, j] - reps[:, j].mean()
+        lo, hi = full[k] + np.quantile(dev, a), full[k] + np.quantile(dev, 1 - a)
+        out[f"prdc_{k}"] = (float(min(lo, full[k])), float(max(hi, full[k])))
+    return out
+
+
+def summarize_folds(tables: list[dict[str, np.ndarray]], truths: list[np.ndarray], draws: list[np.ndarray],
+                    groups: list[np.ndarray], n_boot: int, seed: int) -> dict[str, dict]:
+    """{metric: {"mean": pooled value, "ci95": [lo, hi], "folds": [per-fold values]}}."""
+    per_fold = [summarize_table(t, y, d) for t, y, d in zip(tables, truths, draws)]
+    pooled = {k: np.concatenate([t[k] for t in tables]) for k in tables[0]}
+    truth, draw, grp = np.concatenate(truths), np.concatenate(draws), np.concatenate(groups)
+    total = summarize_table(pooled, truth, draw)
+    ci = bootstrap_intervals(pooled, grp, n_boot, seed)
+    ci.update(prdc_intervals(truth, draw, grp, n_boot, seed))
+    out = {}
+    for name, value in total.items():
+        lo, hi = ci.get(name, (value, value))
+        out[name] = {"mean": value, "ci95": [lo, hi], "folds": [f[name] for f in per_fold]}
+    return out
+
+
+# ---------------------------------------------------------------- the whole evaluation
+
+@dataclass
+class FoldRun:
+    """Everything measured for one model and cfg key on one test set."""
+
+    table: dict[str, np.ndarray]
+    truth: np.ndarray
+    draw: np.ndarray
+    groups: np.ndarray
+    cfg: float
+
+
+@dataclass
+class Evaluation:
+    """Results: ``report`` in the JSON schema, plus what was chosen and how long it took."""
+
+    report: dict = field(default_factory=dict)
+    tuned: dict = field(default_factory=dict)  # model → [{fold, cfg, scores, train_n, val_n}]
+    seconds: dict = field(default_factory=dict)  # model → wall seconds
+    cpu_seconds: dict = field(default_factory=dict)
+    splits: list = field(default_factory=list)  # [(train ids, test ids)] per fold
+
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+def _cfg_key(w) -> str:
+    return "cfg=tuned" if w == "tuned" else f"cfg={float(w):g}"
+
+
+def run_model(name: str, train: EvalData, test: EvalData, cfgs: Sequence, s: EvalSettings, seed: int,
+              truth_keys: dict, workdir: Path) -> tuple[dict[str, FoldRun], list[dict]]:
+    """Fit ``name`` on ``train`` and score it on ``test`` for each cfg ('tuned' allowed)."""
+    runs, tuned = {}, []
+    if name not in GENERATIVE:
+        model = fit_baseline(name, train, seed)
+        pred = predict_baseline(model, test, s, seed)
+        runs["cfg=0"] = FoldRun(photo_metrics(pred, test.latlon, truth_keys), test.latlon, pred.draw, test.groups, 0.0)
+        return runs, tuned
+    geo = train_generative(name, train, s, seed, workdir / f"{name}-model")
+    rows = None if name == "rfm" else density_subset(len(test), s, seed)
+    for w in cfgs:
+        if w == "tuned":
+            res = tune_cfg(name, train, s, seed, workdir / f"{name}-tune")
+            tuned.append({"cfg": res.cfg, "scores": res.scores, "train_n": len(res.train_ids),
+                          "val_n": len(res.val_ids), "val_ids": res.val_ids.tolist()})
+            value = res.cfg
+        else:
+            value = float(w)
+        pred = predict_generative(geo, test, value, s, seed, density_rows=rows)
+        runs[_cfg_key(w)] = FoldRun(photo_metrics(pred, test.latlon, truth_keys), test.latlon, pred.draw,
+                                    test.groups, value)
+    return runs, tuned
+
+
+def evaluate(splits: Sequence[tuple[EvalData, EvalData]], models: Sequence[str], cfgs: Sequence,
+             s: EvalSettings, *, progress: bool = False, workdir: str | Path | None = None) -> Evaluation:
+    """Evaluate ``models`` on (train, test) pairs. One pair: plain values; several (folds): means,
+    photographer-bootstrap intervals and per-fold values (see :func:`summarize_folds`)."""
+    from tqdm.auto import tqdm
+
+    unknown = [m for m in models if m not in ALL_MODELS]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; choose from {list(ALL_MODELS)}")
+    ev = Evaluation(splits=[(tr.ids, te.ids) for tr, te in splits])
+    collected: dict[str, dict[str, list[FoldRun]]] = {m: {} for m in models}
+    keys = [truth_admin_keys(te.latlon) for _, te in splits]
+    bar = tqdm(total=len(splits) * len(models), desc="evaluate", unit="model", disable=not progress,
+               dynamic_ncols=True)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for f, (train, test) in enumerate(splits):
+            for name in models:
+                bar.set_postfix(fold=f, model=name)
+                w0, c0 = time.perf_counter(), _cpu()
+                runs, tuned = run_model(name, train, test, cfgs, s, s.seed + 1000 * f, keys[f], Path(tmp) / f"fold{f}")
+                ev.seconds[name] = ev.seconds.get(name, 0.0) + time.perf_counter() - w0
+                ev.cpu_seconds[name] = ev.cpu_seconds.get(name, 0.0) + _cpu() - c0
+                for t in tuned:
+                    ev.tuned.setdefault(name, []).append({"fold": f, **t})
+                for key, run in runs.items():
+                    collected[name].setdefault(key, []).append(run)
+                bar.update(1)
+                log.info("fold %d %s done in %.0f s", f, name, time.perf_counter() - w0)
+    bar.close()
+    for name, by_cfg in collected.items():
+        ev.report[name] = {}
+        for key, runs in by_cfg.items():
+            if len(splits) == 1:
+                r = runs[0]
+                ev.report[name][key] = summarize_table(r.table, r.truth, r.draw)
+            else:
+                ev.report[name][key] = summarize_folds([r.table for r in runs], [r.truth for r in runs],
+                                                       [r.draw for r in runs], [r.groups for r in runs],
+                                                       s.n_boot, s.seed)
+    return ev
+
+
+def fold_splits(data: EvalData, k: int, seed: int = 0) -> list[tuple[EvalData, EvalData]]:
+    """(train, test) pairs of k group-aware folds."""
+    folds = group_folds(data.groups, k, seed)
+    return [(data.select(np.flatnonzero(folds != f)), data.select(np.flatnonzero(folds == f))) for f in range(k)]
+
+
+def settings_with(s: EvalSettings, **changes) -> EvalSettings:
+    """A copy of ``s`` with some fields changed (None values are ignored)."""
+    return replace(s, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,194 @@
+"""globeflow evaluate: tiny end-to-end runs on a real subset of the committed Im2GPS3k store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from globeflow import metrics as M
+from globeflow.commands import evaluate as cmd
+from globeflow.data.store import EmbeddingStore, StoreArrays, write_store
+from globeflow.evaluation import (ALL_MODELS, GENERATIVE, EvalData, EvalSettings, bootstrap_intervals, fit_baseline,
+                                  evaluate, fold_splits, group_folds, photo_metrics, predict_baseline,
+                                  r3_densities, train_generative, truth_admin_keys)
+
+STORE = Path(__file__).resolve().parents[1] / "data" / "im2gps3k" / "efficientnet-lite0"
+TINY = EvalSettings(samples=16, best_of=8, steps=8, density_steps=4, r3_photos=4, r3_samples=8, r3_nodes=4,
+                    train_steps=40, dim=32, depth=1, batch_size=64, tune_grid=(0.0, 2.0), tune_frac=0.3, n_boot=200)
+
+
+def subset(n_photos: int = 300, seed: int = 0) -> StoreArrays:
+    """Whole photographers of the committed store until about n_photos rows."""
+    a = EmbeddingStore(STORE).load()
+    uniq = np.random.default_rng(seed).permutation(np.unique(a.groups))
+    keep, total = [], 0
+    for g in uniq:
+        if total >= n_photos:
+            break
+        keep.append(g)
+        total += int((a.groups == g).sum())
+    return a.select(np.isin(a.groups, keep))
+
+
+@pytest.fixture(scope="module")
+def run():
+    data, dropped = EvalData.from_arrays(*(lambda a: (a.ids, a.embeddings, a.latlon, a.groups))(subset()))
+    assert dropped == 0
+    splits = fold_splits(data, 2, seed=0)
+    ev = evaluate(splits, list(ALL_MODELS), [0.0, "tuned"], TINY)
+    return data, splits, ev
+
+
+def test_folds_never_share_a_photographer_and_cover_every_photo():
+    data, _ = EvalData.from_store(STORE)
+    folds = group_folds(data.groups, 5, seed=0)
+    assert set(folds.tolist()) == set(range(5))
+    owners = {}
+    for g, f in zip(data.groups, folds):
+        assert owners.setdefault(g, f) == f, f"photographer {g} in folds {owners[g]} and {f}"
+    sizes = np.bincount(folds)
+    assert sizes.sum() == len(data) and sizes.max() - sizes.min() <= np.unique(data.groups, return_counts=True)[1].max()
+    for train, test in fold_splits(data, 5, seed=0):
+        assert not set(train.groups) & set(test.groups)
+        assert len(train) + len(test) == len(data)
+    assert not np.array_equal(folds, group_folds(data.groups, 5, seed=1))
+
+
+def test_group_folds_rejects_too_few_photographers():
+    with pytest.raises(ValueError, match="groups"):
+        group_folds(["a", "a", "b"], 3)
+
+
+def test_report_schema_and_intervals(run):
+    data, splits, ev = run
+    assert set(ev.report) == set(ALL_MODELS)
+    for model, by_cfg in ev.report.items():
+        assert set(by_cfg) == ({"cfg=0", "cfg=tuned"} if model in GENERATIVE else {"cfg=0"})
+        for key, metrics in by_cfg.items():
+            for name in ("geoscore", "mean_km", "median_km", "acc_1km", "acc_2500km", "country_acc", "city_acc",
+                         "nll_nats", "bits_per_dim_official", "prdc_precision", "prdc_coverage",
+                         "localizability_official", "calib_0.9_coverage", "calib_0.95_area_km2", "n"):
+                v = metrics[name]
+                assert set(v) == {"mean", "ci95", "folds"} and len(v["folds"]) == 2 and len(v["ci95"]) == 2
+                if math.isfinite(v["mean"]):
+                    lo, hi = v["ci95"]
+                    assert lo <= v["mean"] + 1e-9 and v["mean"] <= hi + 1e-9, (model, key, name, v)
+            assert metrics["n"]["mean"] == len(data) or model in ("fm", "diffusion")
+            json.dumps(metrics)
+    # the regression baseline has no density; every other model has one
+    assert math.isnan(ev.report["regression"]["cfg=0"]["nll_nats"]["mean"])
+    for model in ("rfm", "fm", "diffusion", "cells", "retrieval", "vmf", "vmf_mixture"):
+        assert math.isfinite(ev.report[model]["cfg=0"]["nll_nats"]["mean"]), model
+    # fm/diffusion densities (and best-of-N points) exist for r3_photos photos per fold
+    assert ev.report["fm"]["cfg=0"]["n_density"]["folds"] == [TINY.r3_photos] * 2
+    assert ev.report["rfm"]["cfg=0"]["n_density"]["mean"] == len(data)
+    # bits/dim is the official rescaling of the NLL
+    v = ev.report["vmf"]["cfg=0"]
+    assert v["bits_per_dim_official"]["mean"] == pytest.approx(v["nll_nats"]["mean"] / (3 * math.log(2)))
+
+
+def test_tuned_cfg_sees_only_the_training_folds(run):
+    data, splits, ev = run
+    for model in GENERATIVE:
+        assert [t["fold"] for t in ev.tuned[model]] == [0, 1]
+        for t in ev.tuned[model]:
+            train_ids, test_ids = ev.splits[t["fold"]]
+            val = set(t["val_ids"])
+            assert val and val <= set(train_ids) and not val & set(test_ids)
+            assert t["train_n"] + t["val_n"] == len(train_ids)
+            assert t["cfg"] in TINY.tune_grid and set(t["scores"]) == {"0", "2"}
+            # the held-out photographers are whole photographers of the training folds
+            train, _ = splits[t["fold"]]
+            held = set(train.groups[np.isin(train.ids, list(val))])
+            assert not held & set(train.groups[~np.isin(train.ids, list(val))])
+        chosen = [t["cfg"] for t in ev.tuned[model]]
+        assert [r for r in ev.report[model]["cfg=tuned"]["geoscore"]["folds"]] != [] and len(chosen) == 2
+
+
+def test_per_photo_metrics_agree_with_the_metrics_module():
+    data, _ = EvalData.from_arrays(*(lambda a: (a.ids, a.embeddings, a.latlon, a.groups))(subset(400, seed=3)))
+    train, test = fold_splits(data, 2, seed=0)[0]
+    model = fit_baseline("vmf", train, seed=0)
+    pred = predict_baseline(model, test, TINY, seed=0)
+    table = photo_metrics(pred, test.latlon, truth_admin_keys(test.latlon))
+    point = M.point_metrics(pred.point, test.latlon)
+    assert np.mean(table["geoscore"]) == pytest.approx(point["geoscore"])
+    assert np.median(table["dist_km"]) == pytest.approx(point["median_km"])
+    admin = M.admin_accuracy(pred.point, test.latlon)
+    for lv in M.LEVELS:
+        hits = table[f"{lv}_acc"]
+        assert np.isfinite(hits).sum() == admin[f"{lv}_n"]
+        assert np.nanmean(hits) == pytest.approx(admin[f"{lv}_acc"])
+    cal = M.calibration(pred.truth_lp, pred.sample_lp)
+    for m in M.MASSES:
+        assert np.mean(table[f"calib_{m:g}_coverage"]) == pytest.approx(cal[f"{m:g}"]["coverage"])
+        assert np.median(table[f"calib_{m:g}_area_km2"]) == pytest.approx(cal[f"{m:g}"]["area_km2_median"])
+    loc = M.localizability_summary(pred.sample_lp)
+    assert np.mean(table["info_gain_bits"]) == pytest.approx(loc["info_gain_bits"])
+    # the vectorised photographer bootstrap matches metrics.bootstrap_ci's interval
+    ci = bootstrap_intervals(table, test.groups, 2000, seed=0)["geoscore"]
+    _, lo, hi = M.bootstrap_ci(table["geoscore"], test.groups, n_boot=2000, seed=1)
+    width = hi - lo
+    assert abs(ci[0] - lo) < 0.15 * width and abs(ci[1] - hi) < 0.15 * width
+
+
+def test_r3_densities_match_geolocator_log_prob(tmp_path):
+    data, _ = EvalData.from_arrays(*(lambda a: (a.ids, a.embeddings, a.latlon, a.groups))(subset(200, seed=5)))
+    s = EvalSettings(**{**TINY.to_dict(), "tune_grid": (0.0,), "r3_nodes": 24, "r3_samples": 64,
+                        "density_steps": 8})
+    geo = train_generative("fm", data, s, seed=0, out=tmp_path / "fm")
+    rows = np.arange(2)
+    _, truth_lp, sample_lp = r3_densities(geo, data.emb[rows], data.latlon[rows], 0.0, s, seed=0)
+    ref = geo.log_prob(torch.as_tensor(data.emb[rows]), torch.as_tensor(data.latlon[rows]), steps=8).numpy()
+    np.testing.assert_allclose(truth_lp, ref, atol=0.05)
+    assert sample_lp.shape == (2, 64) and np.isfinite(sample_lp).all()
+
+
+def _cli_args(**kw) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser)
+    argv = []
+    for k, v in kw.items():
+        argv += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
+    return parser.parse_args(argv)
+
+
+def test_cli_writes_report_and_ignores_bad_rows(tmp_path):
+    a = subset(200, seed=7)
+    a.latlon[0] = (np.nan, np.nan)  # unlabelled
+    a.latlon[1] = (95.0, 10.0)  # out of range
+    store = tmp_path / "store"
+    write_store(store, a, encoder="efficientnet-lite0", encoder_version="test")
+    out, js = tmp_path / "r.md", tmp_path / "r.json"
+    args = _cli_args(store=store, folds=2, models="rfm,regression", cfg="0,1", samples=8, best_of=4, steps=4,
+                     density_steps=4, train_steps=20, dim=32, depth=1, batch_size=64, n_boot=50, out=out,
+                     json=js, no_progress=True)
+    assert cmd.run(args) == 0
+    doc = json.loads(js.read_text())
+    assert set(doc) == {"rfm", "regression", "_meta"}
+    assert set(doc["rfm"]) == {"cfg=0", "cfg=1"} and set(doc["regression"]) == {"cfg=0"}
+    assert doc["_meta"]["rows_ignored"] >= 1 and sum(doc["_meta"]["photos"]) == len(a) - 2
+    text = out.read_text()
+    assert "| rfm | 1 |" in text and "| regression | 0 |" in text and "Calibration" in text
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"models": "rfm,plonk"}, "plonk"),
+    ({"cfg": "0,x"}, "'x'"),
+    ({"folds": 1}, "folds"),
+])
+def test_cli_usage_errors(tmp_path, capsys, kw, message):
+    args = _cli_args(store=STORE, no_progress=True, **kw)
+    assert cmd.run(args) == 2
+    assert message in capsys.readouterr().out
+
+
+def test_cli_needs_a_source(capsys):
+    assert cmd.run(_cli_args(no_progress=True)) == 2
+    assert "--store" in capsys.readouterr().out
