@@ -393,7 +393,8 @@ def tv_area(lp_a: np.ndarray, lp_b: np.ndarray, area: np.ndarray) -> float:
 
 def peak_rss_grid(folder: Path, res: float, steps: int, chunk: int) -> dict:
     """Run log_prob_grid in a fresh process (progress bar on its stderr); its peak RSS and time."""
-    code = ("import resource,sys,time,torch; from globeflow.geolocator import Geolocator as G;"
+    code = (f"import resource,sys,time,torch; torch.set_num_threads({torch.get_num_threads()});"
+            "from globeflow.geolocator import Geolocator as G;"
             f"g=G.from_pretrained({str(folder)!r},family='rfm'); e=torch.randn(1,g.net.config.cond_dim);"
             f"t=time.perf_counter(); m=g.log_prob_grid(e,{res},steps={steps},chunk={chunk},progress=True);"
             "print(m.shape[0]*m.shape[1], time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
@@ -496,7 +497,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="≤ 10 minutes: small network (dim 128, depth 4), small counts")
     p.add_argument("--goals", default=",".join(GOALS), help=f"comma-separated subset of {','.join(GOALS)}")
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads on both sides")
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="torch threads on both sides (on a loaded shared machine use 1: OpenMP threads that "
+                        "wait for a busy core make every call many times slower)")
     p.add_argument("--official-python", type=Path, default=OFFICIAL_PY)
     p.add_argument("--out", type=Path, default=None, help="JSONL file (default benchmarks/results/<date>-<machine>.jsonl)")
     p.add_argument("--doc", action="store_true", help="rewrite the results table in docs/performance.md")
