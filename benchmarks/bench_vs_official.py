@@ -161,7 +161,11 @@ class Official:
 
     def close(self) -> None:
         self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:  # exiting can be slow on a loaded machine; it has answered all
+            self.proc.kill()
+            self.proc.wait()
 
 
 # ---------------------------------------------------------------- shared pieces
