@@ -178,7 +178,8 @@ class Geolocator:
             raise ValueError(f"cannot broadcast {emb.shape[0]} embeddings against {ll.shape[0]} coordinate rows")
         emb, ll = emb.expand(M, -1), ll.expand(M, -1, -1)
         x = sphere.latlon_to_xyz(ll).to(dt)
-        out, nfe = self._log_prob_xyz(net, emb, x, cfg, divergence, solver, steps, radial_nodes)
+        with torch.no_grad():  # forward-mode Jacobians need no autograd graph (it would grow with steps)
+            out, nfe = self._log_prob_xyz(net, emb, x, cfg, divergence, solver, steps, radial_nodes)
         if units == "bits_per_dim_official":
             out = out / (3 * math.log(2))
         out = out[:, 0] if squeeze else out
@@ -190,8 +191,7 @@ class Geolocator:
         if self.family == "rfm" or divergence == "ambient":
             field = Field(net, emb, cfg)
             if solver == "official":
-                with torch.enable_grad():
-                    return density.sphere_log_prob_official(field, x, self.schedule, divergence)
+                return density.sphere_log_prob_official(field, x, self.schedule, divergence)
             return self._chunked(net, emb, x, cfg, lambda f, xs: density.sphere_log_prob_fast(
                 f, xs, gamma_min, divergence, steps)), 4 * steps
         if solver == "official":
