@@ -76,8 +76,8 @@ def fit(cfg: T.TrainConfig, data: T.MemoryData, val: T.MemoryData, info: ModelIn
 
 def train_default(train, val, steps: int, mp16_rows: int, repeat: int, target: Path, cond_drop: float) -> dict:
     cfg = T.TrainConfig(family="rfm", dim=192, depth=4, expansion=4, steps=steps, batch_size=256, lr=1e-3,
-                        weight_decay=0.1, warmup_steps=200, ema_decay=0.998, cond_drop=cond_drop, val_every=250,
-                        val_max=10_000, val_nll_points=10_000, val_nll_steps=16, patience=8,
+                        weight_decay=0.05, warmup_steps=200, ema_decay=0.998, cond_drop=cond_drop, val_every=250,
+                        val_max=10_000, val_nll_points=10_000, val_nll_steps=16, patience=4,
                         checkpoint_every=steps)
     info = ModelInfo(family="rfm", encoder="efficientnet-lite0", modality="image", model_id=MODEL_ID,
                      training={"data": f"data/im2gps3k/efficientnet-lite0 (Im2GPS3k subset, 2,287 photos) x{repeat}"
@@ -120,11 +120,11 @@ def evaluate(folder: Path, test, conditional: bool, samples: int = 128) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--evaluate-only", action="store_true")
     parser.add_argument("--report", type=Path, default=ROOT / "docs" / "default_model.json")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cond-drop", type=float, default=0.8, help="conditioning dropout rate")
+    parser.add_argument("--cond-drop", type=float, default=0.5, help="conditioning dropout rate")
     parser.add_argument("--mp16-rows", type=int, default=20_000, help="MP-16 locations added as null-condition rows")
     parser.add_argument("--repeat", type=int, default=4, help="times the training photos are repeated")
     parser.add_argument("--target", type=Path, default=TARGET, help="where the selected model is written")
