@@ -156,3 +156,30 @@ def test_map_command_usage_errors(argv, message, capsys):
 
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared"
+PHOTO_DIR = SHARED / "data" / "im2gps3k" / "images"
+
+
+@pytest.mark.skipif(not PHOTO_DIR.is_dir(), reason=f"real photos not found at {PHOTO_DIR}")
+def test_map_command_draws_a_real_photo_with_the_model_density(tmp_path, capsys):
+    from globeflow.cli import main
+
+    photo = sorted(PHOTO_DIR.iterdir())[3]
+    png, page = tmp_path / "map.png", tmp_path / "map.html"
+    argv = ["map", str(photo), "--out", str(png), "--html", str(page), "--truth", "40.7,-74.0",
+            "--num-samples", "200", "--grid-resolution", "10", "--seed", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "best guess" in out and "error" in out and str(png) in out
+    img = Image.open(png)
+    img.verify()
+    img = np.asarray(Image.open(png).convert("RGB"))
+    frame = maps.image_frame(1200, "title")
+    assert _near(img, frame, (40.7, -74.0), maps.TRUTH, 8) > 20
+    assert ((img[..., 0].astype(int) - img[..., 2]) > 70).mean() > 0.01  # the density layer
+    doc = page.read_text(encoding="utf-8")
+    assert "data:image/png;base64," in doc and "https://" not in doc
+    assert main(["map", str(tmp_path / "missing.jpg"), "--out", str(png)]) == 1
+    assert "cannot use" in capsys.readouterr().err

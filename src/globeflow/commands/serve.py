@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     parser.add_argument("--model", default=None, help="checkpoint folder or Hub id (default: the shipped model)")
     parser.add_argument("--text", action="store_true", help="serve the shipped default text model")
-    parser.add_argument("--workers", type=int, default=1, help="inference threads (default 1)")
+    parser.add_argument("--workers", type=int, default=2, help="inference threads (default 2)")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="PyTorch threads per inference (default 1: one request per core, no oversubscription)")
     parser.add_argument("--queue", type=int, default=8, help="requests waiting before 503 (default 8)")
     parser.add_argument("--max-file-mb", type=float, default=10.0, help="upload limit per file in MB (default 10)")
     parser.add_argument("--max-files", type=int, default=8, help="photos or texts per request (default 8)")
@@ -36,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> str | None:
     if not 0 <= args.port <= 65535:
         return f"--port must be in 0..65535; got {args.port}"
-    for name in ("workers", "max_files", "num_samples"):
+    for name in ("workers", "torch_threads", "max_files", "num_samples"):
         if getattr(args, name) < 1:
             return f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}"
     if args.queue < 0:
@@ -51,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"globeflow serve: {problem}", file=sys.stderr)
         return 2
+    import torch
     import uvicorn
+    from PIL import Image
 
     from globeflow.geolocator import Geolocator
     from globeflow.web import ServerConfig, create_app
@@ -61,6 +65,12 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, KeyError) as err:
         print(f"globeflow serve: cannot load model {args.model or '(default)'}: {err}", file=sys.stderr)
         return 2
+    torch.set_num_threads(args.torch_threads)
+    # warm-up: build the encoder, the geocoder and the kernels once, before the first request
+    if geolocator.info.modality == "text":
+        geolocator.predict(texts=["warm-up"], num_samples=16, steps=2, seed=0)
+    else:
+        geolocator.predict([Image.new("RGB", (64, 64), (128, 128, 128))], num_samples=16, steps=2, seed=0)
     config = ServerConfig(max_file_mb=args.max_file_mb, max_files=args.max_files,
                           max_pixels=int(args.max_megapixels * 1e6), workers=args.workers,
                           queue_size=args.queue, num_samples=min(args.num_samples, 4096))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -53,7 +54,7 @@ class ServerConfig:
     max_files: int = 8  # photos or texts per request
     max_pixels: int = 50_000_000  # per photo, checked from the header before decoding
     max_text_chars: int = 2000
-    workers: int = 1  # inference threads
+    workers: int = 2  # inference threads
     queue_size: int = 8  # requests waiting for a worker before 503
     num_samples: int = 512  # default samples per input
     max_num_samples: int = 4096
@@ -132,6 +133,9 @@ def create_app(geolocator, config: ServerConfig | None = None) -> Starlette:
     """The ASGI app serving ``geolocator`` (anything with ``predict`` and ``info``, e.g. a Geolocator)."""
     config = config or ServerConfig()
     pool = InferencePool(config.workers, config.queue_size)
+    # PyTorch's forward-mode AD levels (used by the exact densities) are process-global, so model
+    # calls are serialised; decoding, summaries and map rendering still overlap across workers.
+    model_lock = threading.Lock()
     modality = getattr(getattr(geolocator, "info", None), "modality", "image")
     model_id = str(getattr(geolocator, "model_id", "model"))
 
@@ -160,7 +164,7 @@ def create_app(geolocator, config: ServerConfig | None = None) -> Starlette:
             inputs, errors = await _collect_inputs(form, config, modality)
             if not inputs:
                 return JSONResponse({"error": "no valid input", "results": [e for _, e in errors]}, status_code=422)
-            results = await pool.run(lambda: _infer(geolocator, modality, inputs, params))
+            results = await pool.run(lambda: _infer(geolocator, model_lock, modality, inputs, params))
         except BadRequest as err:
             return JSONResponse({"error": str(err)}, status_code=err.status)
         except Busy as busy:
@@ -222,15 +226,16 @@ async def _collect_inputs(form: FormData, config: ServerConfig, modality: str) -
     return inputs, errors
 
 
-def _infer(geolocator, modality: str, inputs: Indexed, params: Params) -> Indexed:
+def _infer(geolocator, model_lock: threading.Lock, modality: str, inputs: Indexed, params: Params) -> Indexed:
     """Run the model on the valid inputs → (position, result dict) each (runs in a worker thread)."""
     kwargs = dict(num_samples=params.num_samples, cfg=params.cfg, steps=params.steps, seed=params.seed)
     items = [item for _, (_, item) in inputs]
     names = [name for _, (name, _) in inputs]
-    if modality == "text":
-        predictions = geolocator.predict(texts=items, ids=names, **kwargs)
-    else:
-        predictions = geolocator.predict(items, ids=names, **kwargs)
+    with model_lock:
+        if modality == "text":
+            predictions = geolocator.predict(texts=items, ids=names, **kwargs)
+        else:
+            predictions = geolocator.predict(items, ids=names, **kwargs)
     results = []
     for (i, (name, _)), pred in zip(inputs, predictions):
         entry = {"input": name, **pred.to_dict(include_samples=params.samples)}
