@@ -20,7 +20,8 @@ from globeflow.evaluation import (ALL_MODELS, GENERATIVE, EvalData, EvalSettings
 
 STORE = Path(__file__).resolve().parents[1] / "data" / "im2gps3k" / "efficientnet-lite0"
 TINY = EvalSettings(samples=16, best_of=8, steps=8, density_steps=4, r3_photos=4, r3_samples=8, r3_nodes=4,
-                    train_steps=40, dim=32, depth=1, batch_size=64, tune_grid=(0.0, 2.0), tune_frac=0.3, n_boot=200)
+                    train_steps=40, dim=32, depth=1, batch_size=64, tune_grid=(0.0, 2.0), tune_frac=0.3, tune_photos=12,
+                    n_boot=200)
 
 
 def subset(n_photos: int = 300, seed: int = 0) -> StoreArrays:
