@@ -475,7 +475,8 @@ def prdc_intervals(truth: np.ndarray, draws: np.ndarray, groups: np.ndarray, n_b
             continue
         dev = reps[:, j] - reps[:, j].mean()
         lo, hi = full[k] + np.quantile(dev, a), full[k] + np.quantile(dev, 1 - a)
-        out[f"prdc_{k}"] = (float(min(lo, full[k])), float(max(hi, full[k])))
+        top = math.inf if k == "density" else 1.0  # density may exceed 1, the others are fractions
+        out[f"prdc_{k}"] = (float(max(0.0, min(lo, full[k]))), float(min(top, max(hi, full[k]))))
     return out
 
 
