@@ -11,8 +11,9 @@ DESCRIPTION = """Draw where on Earth one photo (or one text) was likely taken: t
 an Equal Earth world map (Natural Earth land, drawn offline), its 50 % and 90 % regions, the
 samples, the main modes and the best guess; the truth when given.
 
-The density is the model's exact log-density on a lat/lon grid (--grid-resolution degrees;
-0 = a kernel density estimate of the samples instead, faster).
+The density layer is a kernel density estimate of the samples (fast; the default), or with
+--grid-resolution DEG the model's exact log-density on a lat/lon grid (one density evaluation
+per cell: slow on a CPU, e.g. 10 gives 648 cells).
 
 Examples:
   globeflow map photo.jpg --out map.png
@@ -32,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=32, help="sampler steps (default 32)")
     parser.add_argument("--cfg", type=float, default=0.0, help="classifier-free guidance scale (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--grid-resolution", type=float, default=2.0,
-                        help="density grid step in degrees, dividing 180 (default 2; 0 = KDE of the samples)")
+    parser.add_argument("--grid-resolution", type=float, default=0.0,
+                        help="exact model density on a grid of this step in degrees, dividing 180 "
+                             "(default 0: a KDE of the samples)")
     parser.add_argument("--title", default=None, help="map title (default: the input's name)")
 
 
