@@ -162,7 +162,7 @@ SHARED = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "sha
 PHOTO_DIR = SHARED / "data" / "im2gps3k" / "images"
 
 
-@pytest.mark.slow  # ~5 s alone; 80 s measured on a heavily shared machine
+@pytest.mark.slow  # 81 s measured while the 2 cores were shared by other jobs (load ~11)
 @pytest.mark.skipif(not PHOTO_DIR.is_dir(), reason=f"real photos not found at {PHOTO_DIR}")
 def test_map_command_draws_a_real_photo_with_the_model_density(tmp_path, capsys):
     from globeflow.cli import main
