@@ -79,12 +79,12 @@ def do_init(req: dict) -> dict:
             block.mlp[3].reset_parameters()
         net.save_pretrained(folder)
     net = Plonk.from_pretrained(folder)
-    STATE["pipe"] = make_pipeline(net)
+    STATE[req.get("name", "random")] = make_pipeline(net)
     return {"torch": torch.__version__, "params": sum(p.numel() for p in net.parameters())}
 
 
 def do_sample(req: dict) -> dict:
-    pipe: PlonkPipeline = STATE["pipe"]
+    pipe: PlonkPipeline = STATE[req.get("name", "random")]
     emb = torch.from_numpy(np.load(req["emb"]))  # (M, C)
     x0 = torch.from_numpy(np.load(req["x_init"]))  # (M, K, 3)
     M, K = x0.shape[:2]
@@ -102,7 +102,7 @@ def do_sample(req: dict) -> dict:
 
 
 def do_likelihood(req: dict) -> dict:
-    pipe: PlonkPipeline = STATE["pipe"]
+    pipe: PlonkPipeline = STATE[req.get("name", "random")]
     emb = torch.from_numpy(np.load(req["emb"]))  # (1, C) or (N, C)
     coords = np.load(req["coords"])  # (N, 2) degrees
     batch = int(req["batch"])
