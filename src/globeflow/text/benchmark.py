@@ -109,6 +109,9 @@ def main() -> None:
     p.add_argument("--places", type=int, required=True)
     p.add_argument("--samples", type=int, default=1024)
     p.add_argument("--sweep-samples", type=int, default=256)
+    p.add_argument("--steps", type=int, default=32, help="sampling / density steps")
+    p.add_argument("--captions", type=int, default=0, help="evaluate the first N test captions (0 = all)")
+    p.add_argument("--sweep-captions", type=int, default=100)
     p.add_argument("--name-count", type=int, default=400)
     p.add_argument("--baselines", default=",".join(BASELINES))
     p.add_argument("--out", type=Path, default=R.ROOT / "reports" / "text")
@@ -123,6 +126,8 @@ def main() -> None:
     test = R.test_authors(caps)
     train_caps = caps.select(R.permitted(caps.license) & ~test)
     test_caps = caps.select(test)
+    if args.captions:
+        test_caps = test_caps.select(np.arange(len(test_caps)) < args.captions)
     # the report model's training rows, once each (no repeats, no prior rows)
     import importlib.util
     spec = importlib.util.spec_from_file_location("ttm", R.ROOT / "scripts" / "train_text_model.py")
@@ -146,9 +151,14 @@ def main() -> None:
     net, info = load_checkpoint(args.model)
     geo = Geolocator(net, info)
     report["model_training"] = info.training
+    report["settings"] = {"samples": args.samples, "steps": args.steps, "sweep_samples": args.sweep_samples,
+                          "sweep_captions": args.sweep_captions}
+    save = lambda: (args.out / "report.json").write_text(json.dumps(report, indent=1, default=float))  # noqa
     for key, (emb, truth) in sets.items():
-        report[key] = {"rfm": evaluate_model(geo, emb, truth, samples=args.samples)}
+        n = args.samples if key.startswith("captions") else min(args.samples, 256)
+        report[key] = {"rfm": {**evaluate_model(geo, emb, truth, samples=n, steps=args.steps), "samples": n}}
         log.info("%s rfm %s", key, json.dumps(report[key]["rfm"]["point"]))
+        save()
     for name in [b for b in args.baselines.split(",") if b]:
         t0 = time.perf_counter()
         base = make_baseline(name).fit(train_emb, train_ll, groups, seed=0)
@@ -156,12 +166,17 @@ def main() -> None:
         for key, (emb, truth) in sets.items():
             report[key][name] = {**evaluate_baseline(base, emb, truth, args.samples), "fit_seconds": fit_s}
             log.info("%s %s %s", key, name, json.dumps(report[key][name]["point"]))
-    emb, truth = sets["captions_unseen_users"]
-    report["guidance_sweep_captions"] = {
-        f"cfg={c:g}": evaluate_model(geo, emb, truth, samples=args.sweep_samples, cfg=c) for c in (0, 1, 2, 4)}
+            save()
     ship = Geolocator(*load_checkpoint(args.shipped)) if args.shipped else geo
     report["ambiguous_names"] = draw_maps(ship, enc, args.out, args.samples)
-    (args.out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    save()
+    emb, truth = sets["captions_unseen_users"]
+    emb, truth = emb[:args.sweep_captions], truth[:args.sweep_captions]
+    report["guidance_sweep_captions"] = {}
+    for c in (0, 1, 2, 4):
+        report["guidance_sweep_captions"][f"cfg={c:g}"] = evaluate_model(geo, emb, truth, samples=args.sweep_samples,
+                                                                        cfg=c, steps=args.steps)
+        save()
     print(json.dumps({k: v for k, v in report.items() if k != "model_training"}, indent=1, default=float)[:6000])
 
 
