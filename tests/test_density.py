@@ -3,7 +3,7 @@ and their samples follow their densities (chi-square over equal-area cells), a t
 a density tilted by exp(0.2 z).
 
 Cells: 12 bands equal in z = sin(lat) × 16 longitude sectors = 192 equal-area cells (like HEALPix
-nside 4). Each cell is integrated with 4 × 4 Gauss–Legendre nodes (in z and longitude), so the sum
+nside 4). Each cell is integrated with 3 × 3 Gauss–Legendre nodes (in z and longitude), so the sum
 over cells is a composite Gauss–Legendre rule over the sphere.
 """
 
@@ -18,7 +18,7 @@ from globeflow import Geolocator, density
 from globeflow.sampling import Field
 
 MODELS = Path(__file__).resolve().parent / "models"
-N_Z, N_LON, NODES = 12, 16, 4
+N_Z, N_LON, NODES = 12, 16, 3
 CASES = [("rfm_uncond", [[0.0]], "heun"), ("rfm_hemisphere", [[1.0, 0.0]], "heun"),
          ("rfm_hemisphere", [[0.0, 1.0]], "heun"), ("fm_uncond", [[0.0]], "heun"),
          ("diffusion_uncond", [[0.0]], "heun")]
@@ -73,18 +73,20 @@ def test_density_integrates_to_one_and_matches_samples(grid, name, emb, sampler)
         pytest.skip(f"test model {name} missing: run scripts/train_test_models.py")
     geo = Geolocator.from_pretrained(folder)
     pts, wts = grid
-    lp = geo.log_prob(emb, pts.reshape(1, -1, 2), steps=64, radial_nodes=16)[0].double().numpy()
+    r3 = geo.family != "rfm"
+    lp = geo.log_prob(emb, pts.reshape(1, -1, 2), steps=32 if r3 else 64, radial_nodes=12)[0].double().numpy()
     cell_mass = (np.exp(lp).reshape(wts.shape) * wts).sum(1)
     total = cell_mass.sum()
     assert abs(total - 1) < 0.01, f"{name}: integral {total:.4f}"
-    if geo.family != "rfm":  # radial quadrature converged: doubling the nodes changes < 0.3 %
+    if r3:  # radial quadrature converged: doubling the nodes changes < 0.3 %
         emb_t = torch.tensor(emb, dtype=torch.float32)
         shell = geo._radial_shell(emb_t, 0.0)
         gmin = float(geo.schedule(torch.ones((), dtype=torch.float64)))
         u = torch.as_tensor(density.sphere.latlon_to_xyz(torch.as_tensor(pts.reshape(1, -1, 2)))).float()
-        lp32 = density.direction_log_prob(Field(geo.net, emb_t), geo.family, u, shell, gmin, 64, 32)[0]
-        total32 = (np.exp(lp32.double().numpy()).reshape(wts.shape) * wts).sum()
-        assert abs(total32 / total - 1) < 3e-3
+        with torch.no_grad():
+            lp24 = density.direction_log_prob(Field(geo.net, emb_t), geo.family, u, shell, gmin, 32, 24)[0]
+        total24 = (np.exp(lp24.double().numpy()).reshape(wts.shape) * wts).sum()
+        assert abs(total24 / total - 1) < 3e-3
     # chi-square of 20,000 samples (sampler converged: Heun, 64 steps) against the density's cells
     n = 20000
     samples = geo.sample(emb, n, steps=64, sampler=sampler, seed=0, clamp=False)[0].double().numpy()

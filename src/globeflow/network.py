@@ -26,6 +26,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+_SQRT_HALF = 0.5**0.5
+_INV_SQRT_2PI = (2 * 3.141592653589793) ** -0.5
+
+
+def _layer_norm_jvp(h: Tensor, dh: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """LayerNorm without affine (eps 1e-5) of h (..., D) and its derivative along dh (..., T, D)."""
+    mu = h.mean(-1, keepdim=True)
+    sigma = torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + eps)
+    x_hat = (h - mu) / sigma
+    dc = dh - dh.mean(-1, keepdim=True)
+    xh = x_hat[..., None, :]
+    dx_hat = (dc - xh * (xh * dc).mean(-1, keepdim=True)) / sigma[..., None, :]
+    return x_hat, dx_hat
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     """Constructor arguments, stored verbatim as the official ``config.json``."""
@@ -134,6 +149,32 @@ class Denoiser(nn.Module):
             h = h + g * block.mlp((1 + s) * F.layer_norm(h, (d,)) + b)
         s, b = mod[..., 3 * d * len(self.blocks):].chunk(2, dim=-1)
         return self.final_linear((1 + s) * F.layer_norm(h, (d,)) + b)
+
+    def apply_jvp(self, y: Tensor, tangents: Tensor, mod: Tensor) -> tuple[Tensor, Tensor]:
+        """Point path and its forward-mode derivatives (hand-written, no autograd).
+
+        y (..., 3); tangents (..., T, 3) directions; ``mod`` broadcastable to (..., P).
+        Returns the output (..., 3) and the directional derivatives J·tangents (..., T, 3).
+        """
+        d = self.config.dim
+        h = self.initial_mapper(y)
+        dh = tangents @ self.initial_mapper.weight.T
+        mod_t = mod[..., None, :]
+        for i, block in enumerate(self.blocks):
+            s, b, g = mod[..., 3 * d * i: 3 * d * (i + 1)].chunk(3, dim=-1)
+            s_t, _, g_t = mod_t[..., 3 * d * i: 3 * d * (i + 1)].chunk(3, dim=-1)
+            x_hat, dx_hat = _layer_norm_jvp(h, dh)
+            lin1, lin2 = block.mlp[0], block.mlp[3]
+            a = lin1((1 + s) * x_hat + b)
+            da = ((1 + s_t) * dx_hat) @ lin1.weight.T
+            gelu_prime = 0.5 * (1 + torch.erf(a * _SQRT_HALF)) + a * torch.exp(-0.5 * a * a) * _INV_SQRT_2PI
+            h = h + g * lin2(F.gelu(a))
+            dh = dh + g_t * ((gelu_prime[..., None, :] * da) @ lin2.weight.T)
+        s, b = mod[..., 3 * d * len(self.blocks):].chunk(2, dim=-1)
+        s_t = mod_t[..., 3 * d * len(self.blocks):].chunk(2, dim=-1)[0]
+        x_hat, dx_hat = _layer_norm_jvp(h, dh)
+        out = self.final_linear((1 + s) * x_hat + b)
+        return out, ((1 + s_t) * dx_hat) @ self.final_linear.weight.T
 
     def forward(self, y: Tensor, emb: Tensor, gamma: Tensor) -> Tensor:
         """y (B, 3), emb (B, C), gamma (B,) → velocity / noise prediction (B, 3)."""

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.func import jacfwd, vmap
 
 from globeflow import sphere
 from globeflow.network import Denoiser
@@ -68,20 +67,20 @@ class Field:
         return out.to(x.dtype)
 
     def with_jacobian(self, x: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
-        """x (M, K, 3) → v (M, K, 3) and its ambient Jacobian ∂v/∂x (M, K, 3, 3) (forward mode)."""
+        """x (M, K, 3) → v (M, K, 3) and its ambient Jacobian ∂v/∂x (M, K, 3, 3) (forward mode).
+
+        ``J[..., i, j] = ∂v_i/∂x_j``, from three hand-written directional derivatives.
+        """
         mod_c, mod_u = self.modulations(gamma)
         dtype = mod_c.dtype
-        mu = mod_u[0] if mod_u is not None else mod_c[0]
-        use_u = mod_u is not None
-
-        def point(xp: Tensor, mc: Tensor, mu_: Tensor) -> tuple[Tensor, Tensor]:
-            out = self._combine(xp, mc, mu_ if use_u else None)
-            return out, out
-
-        jac = jacfwd(point, has_aux=True)
-        per_sample = vmap(jac, in_dims=(0, None, None))
-        J, v = vmap(per_sample, in_dims=(0, 0, None))(x.to(dtype), mod_c, mu)
-        return v.to(x.dtype), J.to(x.dtype)
+        xs = x.to(dtype)
+        eye = torch.eye(3, dtype=dtype).expand(*xs.shape[:-1], 3, 3)
+        v, jt = self.net.apply_jvp(xs, eye, mod_c[:, None])
+        if mod_u is not None:
+            vu, jtu = self.net.apply_jvp(xs, eye, mod_u[:, None])
+            v, jt = (1 + self.cfg) * v - self.cfg * vu, (1 + self.cfg) * jt - self.cfg * jtu
+        # jt[..., j, :] = J e_j = column j of J
+        return v.to(x.dtype), jt.transpose(-1, -2).to(x.dtype)
 
 
 def time_grid(steps: int, dtype: torch.dtype = torch.float32) -> Tensor:

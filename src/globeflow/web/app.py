@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -133,9 +132,6 @@ def create_app(geolocator, config: ServerConfig | None = None) -> Starlette:
     """The ASGI app serving ``geolocator`` (anything with ``predict`` and ``info``, e.g. a Geolocator)."""
     config = config or ServerConfig()
     pool = InferencePool(config.workers, config.queue_size)
-    # PyTorch's forward-mode AD levels (used by the exact densities) are process-global, so model
-    # calls are serialised; decoding, summaries and map rendering still overlap across workers.
-    model_lock = threading.Lock()
     modality = getattr(getattr(geolocator, "info", None), "modality", "image")
     model_id = str(getattr(geolocator, "model_id", "model"))
 
@@ -164,7 +160,7 @@ def create_app(geolocator, config: ServerConfig | None = None) -> Starlette:
             inputs, errors = await _collect_inputs(form, config, modality)
             if not inputs:
                 return JSONResponse({"error": "no valid input", "results": [e for _, e in errors]}, status_code=422)
-            results = await pool.run(lambda: _infer(geolocator, model_lock, modality, inputs, params))
+            results = await pool.run(lambda: _infer(geolocator, modality, inputs, params))
         except BadRequest as err:
             return JSONResponse({"error": str(err)}, status_code=err.status)
         except Busy as busy:
@@ -226,16 +222,16 @@ async def _collect_inputs(form: FormData, config: ServerConfig, modality: str) -
     return inputs, errors
 
 
-def _infer(geolocator, model_lock: threading.Lock, modality: str, inputs: Indexed, params: Params) -> Indexed:
+def _infer(geolocator, modality: str, inputs: Indexed, params: Params) -> Indexed:
     """Run the model on the valid inputs → (position, result dict) each (runs in a worker thread)."""
     kwargs = dict(num_samples=params.num_samples, cfg=params.cfg, steps=params.steps, seed=params.seed)
     items = [item for _, (_, item) in inputs]
     names = [name for _, (name, _) in inputs]
-    with model_lock:
-        if modality == "text":
-            predictions = geolocator.predict(texts=items, ids=names, **kwargs)
-        else:
-            predictions = geolocator.predict(items, ids=names, **kwargs)
+    # the model is thread-safe: its Jacobians are hand-written forward mode (no global AD state)
+    if modality == "text":
+        predictions = geolocator.predict(texts=items, ids=names, **kwargs)
+    else:
+        predictions = geolocator.predict(items, ids=names, **kwargs)
     results = []
     for (i, (name, _)), pred in zip(inputs, predictions):
         entry = {"input": name, **pred.to_dict(include_samples=params.samples)}
