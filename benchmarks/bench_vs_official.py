@@ -592,7 +592,7 @@ def table_lines(rows: list[dict], path: Path) -> list[str]:
             lines.append(f"| exact log-density | {r['divergence']}, ≤ {r['tolerance_nats']:g} nats, {r['points']} pts | "
                          f"{_fmt(r['official']['points_per_s'])} pts/s (dopri5 1e-6, NFE {r['official']['nfe']}, "
                          f"err {_fmt(r['official']['max_abs_err'])}) | {_fmt(gl.get('points_per_s'))} pts/s "
-                         f"(RK4 {gl.get('steps')} steps, err {_fmt(gl.get('max_abs_err'))}"
+                         f"(RK4 {gl.get('steps', '–')} steps, err {_fmt(gl.get('max_abs_err'))}"
                          f"{'' if r['reference_converged'] else '; reference not converged to tol/10'}) | "
                          f"{_fmt(r.get('ratio_points_per_s'))} |")
         elif g == "sampling_speed":
