@@ -48,9 +48,10 @@ DEFAULT_FAST_STEPS = 128
 SIGMA_MIN = 1e-3
 FAST_STEPS_ACCURACY = (
     "fast solver: classical RK4 with 128 uniform steps in gamma (512 network evaluations, each with a "
-    "forward-mode 3x3 Jacobian); claimed accuracy 1e-3 nats (measured max error 2.5e-4 at cfg 0 and "
-    "8.1e-4 at cfg 2 on the random-weight reference fixture, riemannian and ambient); 64 steps give "
-    "about 1e-3 and 32 steps about 1e-2 (benchmarks/bench_density.py); raise `steps` for more accuracy"
+    "hand-written forward-mode 3x3 Jacobian). On the random-weight reference fixture: max error 2.5e-4 "
+    "nats at cfg 0 and 8.1e-4 at cfg 2 (riemannian and ambient); 32 steps stay under 1e-2. On small "
+    "trained models the field is sharp near the data end and errors at low-density points are larger "
+    "(measured up to ~0.07 nats at 128 steps on tests/models/rfm_uncond): raise `steps` there"
 )
 
 
@@ -85,9 +86,19 @@ def _rk4(rhs, x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
     return x, L
 
 
-def sphere_log_prob_fast(field: Field, x: Tensor, gamma_min: float, mode: str, steps: int) -> Tensor:
-    """rfm log-density (M, K) of unit x (M, K, 3), RK4 in γ from 1 down to gamma_min."""
-    grid = torch.linspace(1.0, gamma_min, steps + 1, dtype=x.dtype)
+def gamma_grid(schedule, steps: int, dtype: torch.dtype) -> Tensor:
+    """RK4 nodes in gamma, uniform from the data end (1) to gamma(t = 1) (the noise end).
+
+    Uniform in gamma resolves the network's cos/sin(1000·gamma·f) time features evenly. On trained
+    weights the field is also sharp near the data end; there a grid uniform in t does better at
+    few steps, and neither converges fast (see FAST_STEPS_ACCURACY).
+    """
+    gamma_min = float(schedule(torch.ones((), dtype=torch.float64)))
+    return torch.linspace(1.0, gamma_min, steps + 1, dtype=torch.float64).to(dtype)
+
+
+def sphere_log_prob_fast(field: Field, x: Tensor, grid: Tensor, mode: str) -> Tensor:
+    """rfm log-density (M, K) of unit x (M, K, 3), RK4 in γ along ``grid`` (from 1 down to ≈ 0)."""
     _, L = _rk4(lambda y, g: _sphere_rhs(field, y, g, mode), x, grid)
     return sphere.LOG_UNIFORM_DENSITY + L
 
@@ -117,10 +128,11 @@ def sphere_log_prob_official(field: Field, x: Tensor, schedule, mode: str, rtol:
 # ---------------------------------------------------------------- R³ families
 
 
-def _r3_log_prob(field: Field, family: str, x: Tensor, gamma_min: float, steps: int) -> Tensor:
-    """log p_R³ (M, K) of points x (M, K, 3) in model space."""
+def _r3_log_prob(field: Field, family: str, x: Tensor, grid: Tensor) -> Tensor:
+    """log p_R³ (M, K) of points x (M, K, 3) in model space; ``grid`` in gamma from 1 down to gamma_min."""
+    steps, gamma_min = len(grid) - 1, float(grid[-1])
     if family == "fm":
-        grid = torch.linspace(1.0, gamma_min, steps + 1, dtype=x.dtype)
+        grid = grid.to(x.dtype)
 
         def rhs(y, g):
             v, J = field.with_jacobian(y, g)
@@ -164,8 +176,8 @@ class RadialShell:
         return cls(max(0.0, min(r.min().item(), mid - pad * spread)), max(r.max().item(), mid + pad * spread))
 
 
-def direction_log_prob(field: Field, family: str, u: Tensor, shell: RadialShell, gamma_min: float,
-                       steps: int, nodes: int = 24) -> Tensor:
+def direction_log_prob(field: Field, family: str, u: Tensor, shell: RadialShell, grid: Tensor,
+                       nodes: int = 24) -> Tensor:
     """log ∫ p_R³(r u) r² dr (M, K) for unit u (M, K, 3), by ``nodes`` Gauss–Legendre nodes on the shell.
 
     The quadrature error is estimated by comparing with another node count (the tests double it).
@@ -173,7 +185,7 @@ def direction_log_prob(field: Field, family: str, u: Tensor, shell: RadialShell,
     M, K = u.shape[:2]
     r, w = (a.to(u.dtype) for a in shell.nodes(nodes))
     pts = (r[None, None, :, None] * u[:, :, None, :]).reshape(M, K * nodes, 3)
-    lp = _r3_log_prob(field, family, pts, gamma_min, steps).reshape(M, K, nodes)
+    lp = _r3_log_prob(field, family, pts, grid).reshape(M, K, nodes)
     return torch.logsumexp(lp + 2 * torch.log(r) + torch.log(w), dim=-1)
 
 

@@ -187,13 +187,13 @@ class Geolocator:
 
     def _log_prob_xyz(self, net: Denoiser, emb: Tensor, x: Tensor, cfg: float, divergence: str, solver: str,
                       steps: int, radial_nodes: int = 24) -> tuple[Tensor, int]:
-        gamma_min = float(self.schedule(torch.ones((), dtype=torch.float64)))
+        grid = density.gamma_grid(self.schedule, steps, x.dtype)
         if self.family == "rfm" or divergence == "ambient":
             field = Field(net, emb, cfg)
             if solver == "official":
                 return density.sphere_log_prob_official(field, x, self.schedule, divergence)
             return self._chunked(net, emb, x, cfg, lambda f, xs: density.sphere_log_prob_fast(
-                f, xs, gamma_min, divergence, steps)), 4 * steps
+                f, xs, grid, divergence)), 4 * steps
         if solver == "official":
             raise ValueError("solver='official' exists only for the official (ambient or rfm) likelihood; "
                              "R³ families use the fast radial solver")
@@ -201,7 +201,7 @@ class Geolocator:
         for i in range(emb.shape[0]):
             shell = self._radial_shell(emb[i:i + 1], cfg)
             rows.append(self._chunked(net, emb[i:i + 1], x[i:i + 1], cfg, lambda f, xs: density.direction_log_prob(
-                f, self.family, xs, shell, gamma_min, steps, radial_nodes)))
+                f, self.family, xs, shell, grid, radial_nodes)))
         return torch.cat(rows), 4 * steps * radial_nodes
 
     def _chunked(self, net: Denoiser, emb: Tensor, x: Tensor, cfg: float, fn, max_points: int = 4096) -> Tensor:
