@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from safetensors import safe_open
@@ -336,10 +337,20 @@ class StoreSource:
                  window_shards: int = 4) -> None:
         self.store, self.seed, self.window = store, seed, window_shards
         self.val_frac, self.split_seed = val_frac, split_seed
-        self.counts = np.array([int(self._train_part(read_shard(p)).embeddings.shape[0]) for p in store.shards])
+        self.counts = np.array([self._count(p) for p in store.shards])
         if self.counts.sum() == 0:
             raise ValueError(f"store {store.path} has no labelled training rows")
         self._cache: dict[tuple[int, int], MemoryData] = {}
+
+    def _count(self, path: Path) -> int:
+        """Training rows of one shard, reading only its id/lat/lon/group columns (no embeddings)."""
+        table = pq.read_table(path, columns=["id", "lat", "lon", "group"])
+        ids = np.array(table.column("id").to_pylist(), dtype=str)
+        groups = np.array([g or "" for g in table.column("group").to_pylist()], dtype=str)
+        lat, lon = (table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in ("lat", "lon"))
+        labelled = np.isfinite(lat) & np.isfinite(lon)
+        groups = np.where(groups == "", np.char.add("id:", ids), groups)
+        return int((labelled & ~val_mask(groups, self.val_frac, self.split_seed)).sum())
 
     def _train_part(self, arrays):
         return arrays.select(~val_mask(_store_groups(arrays), self.val_frac, self.split_seed))
