@@ -220,14 +220,15 @@ def r3_densities(geo, emb: np.ndarray, truth: np.ndarray, cfg: float, s: EvalSet
     e = torch.as_tensor(emb, dtype=geo.dtype)
     xyz = geo.sample(e, s.r3_samples, steps=s.steps, cfg=cfg, seed=seed, return_xyz=True).double()
     u_truth = sphere.latlon_to_xyz(torch.as_tensor(truth, dtype=torch.float64))
-    gamma_min = float(geo.schedule(torch.ones((), dtype=torch.float64)))
+    grid = density.gamma_grid(geo.schedule, s.density_steps, geo.dtype)
     lps = []
     for i in range(len(e)):
         shell = density.RadialShell.from_radii(xyz[i].norm(dim=-1))
         u = torch.cat([sphere.normalize(xyz[i]), u_truth[i:i + 1]])[None].to(geo.dtype)
-        lp = density.direction_log_prob(Field(geo.net, e[i:i + 1], cfg), geo.family, u, shell, gamma_min,
-                                           s.density_steps, nodes=s.r3_nodes)
-        lps.append(lp.detach().double()[0])
+        with torch.no_grad():
+            lp = density.direction_log_prob(Field(geo.net, e[i:i + 1], cfg), geo.family, u, shell, grid,
+                                            nodes=s.r3_nodes)
+        lps.append(lp.double()[0])
     lp = torch.stack(lps).numpy() if lps else np.zeros((0, s.r3_samples + 1))
     return sphere.xyz_to_latlon(xyz).numpy(), lp[:, -1], lp[:, :-1]
 
@@ -286,11 +287,12 @@ def truth_log_prob(geo, emb: np.ndarray, latlon: np.ndarray, cfg: float, s: Eval
     e = torch.as_tensor(emb, dtype=geo.dtype)
     xyz = geo.sample(e, s.r3_samples, steps=s.steps, cfg=cfg, seed=seed, return_xyz=True).double()
     u = sphere.latlon_to_xyz(torch.as_tensor(latlon, dtype=torch.float64)).to(geo.dtype)
-    gamma_min = float(geo.schedule(torch.ones((), dtype=torch.float64)))
-    out = [density.direction_log_prob(Field(geo.net, e[i:i + 1], cfg), geo.family, u[i:i + 1, None],
-                                      density.RadialShell.from_radii(xyz[i].norm(dim=-1)), gamma_min,
-                                      s.density_steps, nodes=s.r3_nodes).detach().double()[0, 0]
-           for i in range(len(e))]
+    grid = density.gamma_grid(geo.schedule, s.density_steps, geo.dtype)
+    with torch.no_grad():
+        out = [density.direction_log_prob(Field(geo.net, e[i:i + 1], cfg), geo.family, u[i:i + 1, None],
+                                          density.RadialShell.from_radii(xyz[i].norm(dim=-1)), grid,
+                                          nodes=s.r3_nodes).double()[0, 0]
+               for i in range(len(e))]
     return torch.stack(out).numpy() if out else np.zeros(0)
 
 
