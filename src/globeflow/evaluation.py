@@ -296,14 +296,6 @@ def truth_log_prob(geo, emb: np.ndarray, latlon: np.ndarray, cfg: float, s: Eval
     return torch.stack(out).numpy() if out else np.zeros(0)
 
 
-@dataclass
-class TuneResult:
-    cfg: float
-    scores: dict[str, float]  # criterion per candidate (mean NLL nats, or mean GeoScore)
-    train_ids: np.ndarray  # ids the tuning model was trained on
-    val_ids: np.ndarray  # ids the candidates were scored on
-
-
 def tune_cfg(family: str, train: EvalData, s: EvalSettings, seed: int, workdir: Path) -> TuneResult:
     """Choose cfg among ``s.tune_grid`` using the training folds only.
 
