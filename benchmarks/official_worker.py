@@ -19,6 +19,7 @@ JSON request per line on stdin and answers one JSON line per request on its *ori
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import io
 import json
 import re
@@ -26,9 +27,13 @@ import sys
 import time
 import types
 
-for _name in ("torchvision", "torchvision.transforms"):  # image preprocessing only; never called
-    sys.modules.setdefault(_name, types.ModuleType(_name))
-sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
+try:  # the real one where it exists (GPU machines); else an inert placeholder
+    import torchvision.transforms  # noqa: F401
+except ImportError:
+    for _name in ("torchvision", "torchvision.transforms"):  # image preprocessing only; never called
+        sys.modules[_name] = types.ModuleType(_name)
+        sys.modules[_name].__spec__ = importlib.machinery.ModuleSpec(_name, None)
+    sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -49,15 +49,16 @@ class ModelInfo:
     sampler: str | None = None
     model_id: str = "unnamed"
     training: dict = field(default_factory=dict)
+    default_cfg: float = 0.0  # guidance weight when a call passes cfg=None (−1 = the unconditional prior)
 
     def to_dict(self) -> dict:
         return {"family": self.family, "schedule": self.schedule, "encoder": self.encoder,
                 "modality": self.modality, "sampler": self.sampler, "model_id": self.model_id,
-                "training": self.training}
+                "training": self.training, "default_cfg": self.default_cfg}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelInfo":
-        known = {"family", "schedule", "encoder", "modality", "sampler", "model_id", "training"}
+        known = {"family", "schedule", "encoder", "modality", "sampler", "model_id", "training", "default_cfg"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"{METADATA_FILE}: unknown keys {sorted(unknown)}; expected a subset of {sorted(known)}")

@@ -117,17 +117,17 @@ class EvalSettings:
     best_of: int = 32  # N for the best-of-N point estimate (the first N of the K samples)
     steps: int = 16  # sampler steps
     seed: int = 0
-    density_steps: int = 16  # RK4 steps of the ODE densities
+    density_steps: int = 32  # RK4 steps of the ODE densities
     r3_photos: int = 25  # photos per fold with fm/diffusion densities (0 = all)
     r3_samples: int = 32  # own samples per photo with fm/diffusion densities
-    r3_nodes: int = 6  # radial Gauss–Legendre nodes
+    r3_nodes: int = 12  # radial Gauss–Legendre nodes (in asinh of the radius, see density.RadialShell)
     train_steps: int = 600
     dim: int = 128
     depth: int = 2
     batch_size: int = 256
     lr: float = 1e-3
-    cond_drop: float = 0.1
-    tune_grid: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)
+    cond_drop: float = 0.5  # null-condition rate: the prior that cfg < 0 shrinks towards
+    tune_grid: tuple[float, ...] = (-1.0, -0.5, 0.0, 1.0, 2.0)  # w < 0: towards the prior
     tune_frac: float = 0.25  # photographers of the training folds held out to choose cfg
     tune_metric: str = "nll"  # nll (minimise) | geoscore (maximise)
     tune_photos: int = 150  # held-out photos scored per candidate (0 = all)

@@ -84,6 +84,14 @@ class Geolocator:
         return self.info.model_id
 
     @property
+    def default_cfg(self) -> float:
+        """The guidance weight used when a call passes ``cfg=None`` (from the checkpoint's metadata)."""
+        return self.info.default_cfg
+
+    def _cfg(self, cfg: float | None) -> float:
+        return self.info.default_cfg if cfg is None else float(cfg)
+
+    @property
     def dtype(self) -> torch.dtype:
         return next(self.net.parameters()).dtype
 
@@ -96,7 +104,7 @@ class Geolocator:
         return emb.to(self.device)
 
     # ----------------------------------------------------------------- sampling
-    def sample(self, embeddings, num_samples: int = 1, *, steps: int = 32, cfg: float = 0.0,
+    def sample(self, embeddings, num_samples: int = 1, *, steps: int = 32, cfg: float | None = None,
                sampler: str | None = None, noise=None, seed: int | Sequence[int] | None = None,
                return_xyz: bool = False, return_log_prob: bool = False, clamp: bool = True):
         """Draw K = ``num_samples`` locations for each of M embeddings.
@@ -108,7 +116,9 @@ class Geolocator:
         the output direction (by :meth:`log_prob`, slower).
         noise: optional (M, K, 3) start points (unit vectors for rfm, N(0, I) for fm/diffusion).
         seed: row i uses ``seed + i`` (or ``seed[i]``), so results do not depend on batching.
+        cfg: guidance weight w ≥ −1 (see :class:`globeflow.sampling.Field`); None = ``default_cfg``.
         """
+        cfg = self._cfg(cfg)
         emb = self._embeddings(embeddings)
         M, K = emb.shape[0], int(num_samples)
         sampler = sampler or self.info.sampler or DEFAULT_SAMPLER[self.family]
@@ -146,7 +156,7 @@ class Geolocator:
         return result, self.log_prob(emb, sphere.xyz_to_latlon(x), cfg=cfg)
 
     # ---------------------------------------------------------------- densities
-    def log_prob(self, embeddings, latlon_deg, *, cfg: float = 0.0, divergence: str = "riemannian",
+    def log_prob(self, embeddings, latlon_deg, *, cfg: float | None = None, divergence: str = "riemannian",
                  solver: str = "fast", units: str = "nats", dtype: torch.dtype | None = None,
                  steps: int = density.DEFAULT_FAST_STEPS, radial_nodes: int = 24, return_nfe: bool = False):
         """Log-density of locations given embeddings.
@@ -156,8 +166,9 @@ class Geolocator:
         unnormalised value). R³ families (fm, diffusion) integrate the R³ density over the radius
         with ``radial_nodes`` Gauss–Legendre nodes around the shell of the model's samples. solver: ``fast`` (per point, RK4 with ``steps`` uniform
         steps in gamma) or ``official`` (dopri5 1e-6, all points jointly). dtype: e.g.
-        torch.float64 to run the network in double precision.
+        torch.float64 to run the network in double precision. cfg: as in :meth:`sample`.
         """
+        cfg = self._cfg(cfg)
         if divergence not in density.DIVERGENCES:
             raise ValueError(f"divergence must be one of {density.DIVERGENCES}; got {divergence!r}")
         if solver not in density.SOLVERS:
@@ -177,7 +188,7 @@ class Geolocator:
         if emb.shape[0] not in (1, M) or ll.shape[0] not in (1, M):
             raise ValueError(f"cannot broadcast {emb.shape[0]} embeddings against {ll.shape[0]} coordinate rows")
         emb, ll = emb.expand(M, -1), ll.expand(M, -1, -1)
-        x = sphere.latlon_to_xyz(ll).to(dt)
+        x = sphere.latlon_to_xyz(ll).to(device=self.device, dtype=dt)
         with torch.no_grad():  # forward-mode Jacobians need no autograd graph (it would grow with steps)
             out, nfe = self._log_prob_xyz(net, emb, x, cfg, divergence, solver, steps, radial_nodes)
         if units == "bits_per_dim_official":
@@ -218,7 +229,7 @@ class Geolocator:
         xyz = self.sample(emb.to(self.dtype), n, steps=32, cfg=cfg, seed=0, return_xyz=True)
         return density.RadialShell.from_radii(xyz.norm(dim=-1))
 
-    def log_prob_grid(self, embedding, resolution_deg: float = 1.0, *, cfg: float = 0.0,
+    def log_prob_grid(self, embedding, resolution_deg: float = 1.0, *, cfg: float | None = None,
                       divergence: str = "riemannian", steps: int = density.DEFAULT_FAST_STEPS,
                       chunk: int = 4096, progress: bool = False) -> np.ndarray:
         """Log-density (nats/sr) on grid cell centres for one embedding: (180/res, 360/res), streamed."""
@@ -231,11 +242,11 @@ class Geolocator:
         emb = self._embeddings(embedding)[:1]
         for i in tqdm(range(0, len(pts), chunk), disable=not progress, desc="density grid", unit="chunk"):
             out[i:i + chunk] = self.log_prob(emb, pts[None, i:i + chunk], cfg=cfg, divergence=divergence,
-                                             steps=steps)[0].numpy()
+                                             steps=steps)[0].cpu().numpy()
         return out.reshape(lat_g.shape)
 
     # ------------------------------------------------------------------ derived
-    def localizability(self, embeddings, num_samples: int = 256, *, steps: int = 32, cfg: float = 0.0,
+    def localizability(self, embeddings, num_samples: int = 256, *, steps: int = 32, cfg: float | None = None,
                        seed: int | Sequence[int] | None = 0) -> Tensor:
         """Mean log-density of the model's own samples (M,), nats per steradian (= −entropy)."""
         _, lp = self.sample(embeddings, num_samples, steps=steps, cfg=cfg, seed=seed, return_log_prob=True)
@@ -248,7 +259,7 @@ class Geolocator:
         lp = self.log_prob(embeddings, latlon, divergence="ambient", solver=solver)
         return lp.mean(dim=1) / (4 * math.pi * math.log(2))
 
-    def point_estimate(self, embeddings, num_samples: int = 32, *, steps: int = 32, cfg: float = 0.0,
+    def point_estimate(self, embeddings, num_samples: int = 32, *, steps: int = 32, cfg: float | None = None,
                        seed: int | Sequence[int] | None = 0) -> Tensor:
         """Best-of-N: the sample of highest density among N for each embedding, (M, 2) degrees."""
         latlon, lp = self.sample(embeddings, num_samples, steps=steps, cfg=cfg, seed=seed, return_log_prob=True)
@@ -279,7 +290,7 @@ class Geolocator:
         return self.encoder.embed(images)
 
     def predict(self, inputs=None, *, texts: Sequence[str] | None = None, num_samples: int = 512,
-                cfg: float = 0.0, steps: int = 32, seed: int | Sequence[int] | None = 0, top_k: int = 5,
+                cfg: float | None = None, steps: int = 32, seed: int | Sequence[int] | None = 0, top_k: int = 5,
                 ids: Sequence[str] | None = None, truths=None) -> list:
         """Where was each input taken? One :class:`globeflow.prediction.Prediction` per input.
 
@@ -306,6 +317,6 @@ class Geolocator:
             None if is_embedding else (str(x) if isinstance(x, (str, os.PathLike)) else None) for x in
             (items if not is_embedding else range(len(emb)))]
         truths = [None] * len(emb) if truths is None else list(np.asarray(truths, dtype=np.float64))
-        return [summarize(samples[i].numpy(), log_prob[i].numpy(), model=self.model_id,
+        return [summarize(samples[i].cpu().numpy(), log_prob[i].cpu().numpy(), model=self.model_id,
                           encoder=self.encoder_id or "", top_k=top_k, input_id=names[i], truth_deg=truths[i])
                 for i in range(len(emb))]

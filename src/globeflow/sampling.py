@@ -37,20 +37,27 @@ DEFAULT_SAMPLER = {"rfm": "euler", "fm": "euler", "diffusion": "ddim"}
 class Field:
     """The guided network field for M embeddings, conditioning shared across samples.
 
-    emb: (M, C); cfg: guidance weight w ≥ 0 (0 = no guidance, 1 network call).
+    emb: (M, C); cfg: guidance weight w ≥ −1 in v = (1 + w)·v_cond − w·v_uncond: 0 = the conditional
+    field (1 network call), w > 0 sharpens, −1 < w < 0 shrinks towards the unconditional prior, and
+    −1 is the prior alone (1 network call, the null condition).
     """
 
     def __init__(self, net: Denoiser, emb: Tensor, cfg: float = 0.0) -> None:
-        if cfg < 0:
-            raise ValueError(f"cfg must be ≥ 0; got {cfg}")
+        if not cfg >= -1:
+            raise ValueError(f"cfg must be ≥ −1 (−1 = the unconditional prior); got {cfg}")
         self.net, self.emb, self.cfg = net, emb, float(cfg)
         self.null = torch.zeros_like(emb[:1])
 
     def modulations(self, gamma: Tensor) -> tuple[Tensor, Tensor | None]:
-        """gamma: 0-d tensor → (M, P) conditional and (1, P) unconditional modulations."""
-        g = gamma.to(self.emb.dtype).reshape(1)
+        """gamma: 0-d tensor → (M, P) conditional and (1, P) unconditional modulations.
+
+        For cfg = −1 the first is the null condition's (1, P), broadcast over M, and the second None.
+        """
+        g = gamma.to(device=self.emb.device, dtype=self.emb.dtype).reshape(1)
+        if self.cfg == -1:
+            return self.net.modulation(self.null, g), None
         mod_c = self.net.modulation(self.emb, g.expand(self.emb.shape[0]))
-        mod_u = self.net.modulation(self.null, g) if self.cfg > 0 else None
+        mod_u = self.net.modulation(self.null, g) if self.cfg != 0 else None
         return mod_c, mod_u
 
     def _combine(self, x: Tensor, mod_c: Tensor, mod_u: Tensor | None) -> Tensor:
@@ -74,7 +81,7 @@ class Field:
         mod_c, mod_u = self.modulations(gamma)
         dtype = mod_c.dtype
         xs = x.to(dtype)
-        eye = torch.eye(3, dtype=dtype).expand(*xs.shape[:-1], 3, 3)
+        eye = torch.eye(3, dtype=dtype, device=xs.device).expand(*xs.shape[:-1], 3, 3)
         v, jt = self.net.apply_jvp(xs, eye, mod_c[:, None])
         if mod_u is not None:
             vu, jtu = self.net.apply_jvp(xs, eye, mod_u[:, None])
@@ -129,32 +136,32 @@ def _rfm_step_with_logdet(field: Field, x: Tensor, g0: Tensor, g1: Tensor, metho
     if method == "euler":
         v, J = field.with_jacobian(x, g0)
         z = x + h * v
-        Dz = torch.eye(3, dtype=x.dtype) + h * J
+        Dz = torch.eye(3, dtype=x.dtype, device=x.device) + h * J
         return z, _sphere_step_logdet(x, z, Dz)
     v1, J1 = field.with_jacobian(x, g0)
-    P0 = torch.eye(3, dtype=x.dtype) - x[..., :, None] * x[..., None, :]
+    P0 = torch.eye(3, dtype=x.dtype, device=x.device) - x[..., :, None] * x[..., None, :]
     # d/dx [P(x) v(x)] for |x| = 1 along tangent directions: P J − (x·v) I − x vᵀ (the last term is radial)
-    dv1 = P0 @ J1 - (x * v1).sum(-1)[..., None, None] * torch.eye(3, dtype=x.dtype) - x[..., :, None] * v1[..., None, :]
+    dv1 = P0 @ J1 - (x * v1).sum(-1)[..., None, None] * torch.eye(3, dtype=x.dtype, device=x.device) - x[..., :, None] * v1[..., None, :]
     f1 = sphere.project_tangent(x, v1)
     w = x + h * f1
     n = w.norm(dim=-1, keepdim=True)
     x_pred = w / n
-    Dw = torch.eye(3, dtype=x.dtype) + h * dv1
-    Px = torch.eye(3, dtype=x.dtype) - x_pred[..., :, None] * x_pred[..., None, :]
+    Dw = torch.eye(3, dtype=x.dtype, device=x.device) + h * dv1
+    Px = torch.eye(3, dtype=x.dtype, device=x.device) - x_pred[..., :, None] * x_pred[..., None, :]
     Dxp = Px @ Dw / n[..., None]
     v2, J2 = field.with_jacobian(x_pred, g1)
-    dv2 = (Px @ J2 - (x_pred * v2).sum(-1)[..., None, None] * torch.eye(3, dtype=x.dtype)
+    dv2 = (Px @ J2 - (x_pred * v2).sum(-1)[..., None, None] * torch.eye(3, dtype=x.dtype, device=x.device)
            - x_pred[..., :, None] * v2[..., None, :])
     f2 = sphere.project_tangent(x_pred, v2)
     z = x + 0.5 * h * (f1 + f2)
-    Dz = torch.eye(3, dtype=x.dtype) + 0.5 * h * (dv1 + dv2 @ Dxp)
+    Dz = torch.eye(3, dtype=x.dtype, device=x.device) + 0.5 * h * (dv1 + dv2 @ Dxp)
     return z, _sphere_step_logdet(x, z, Dz)
 
 
 def sample_rfm(field: Field, x: Tensor, gammas: Tensor, method: str = "euler",
                track_log_prob: bool = False) -> SampleOutput:
     """Integrate from unit x (M, K, 3) at gammas[0] ≈ 0 to gammas[-1] = 1."""
-    log_prob = torch.full(x.shape[:-1], sphere.LOG_UNIFORM_DENSITY, dtype=x.dtype) if track_log_prob else None
+    log_prob = torch.full(x.shape[:-1], sphere.LOG_UNIFORM_DENSITY, dtype=x.dtype, device=x.device) if track_log_prob else None
     for g0, g1 in zip(gammas[:-1], gammas[1:]):
         if track_log_prob:
             z, logdet = _rfm_step_with_logdet(field, x, g0, g1, method)

@@ -703,11 +703,11 @@ def train(cfg: TrainConfig, source: MemorySource | StoreSource, out: str | os.Pa
             losses += vals
             window = []
             row = {"step": prog.step, "epoch": f"{prog.step * B / len(source):.3f}", "lr": f"{lr:.6g}",
-                   "loss": f"{np.mean(vals):.6f}", "seconds": f"{time.perf_counter() - t0:.2f}"}
+                   "loss": f"{np.mean(vals):.6f}", "seconds": f"{time.perf_counter() - t0:.4f}"}
             if bar is not None:
                 bar.set_postfix(loss=f"{np.mean(vals):.4f}")
         if val is not None and len(val) and (prog.step % cfg.val_every == 0 or prog.step == cfg.steps):
-            row = row or {"step": prog.step, "lr": f"{lr:.6g}", "seconds": f"{time.perf_counter() - t0:.2f}"}
+            row = row or {"step": prog.step, "lr": f"{lr:.6g}", "seconds": f"{time.perf_counter() - t0:.4f}"}
             stopped = _validate(cfg, ema, val, dd, prog, info, out, row)
         if row is not None and csv_log is not None:
             csv_log.write(row)

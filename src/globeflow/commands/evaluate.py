@@ -86,8 +86,8 @@ def parse_cfgs(text: str) -> list:
             value = float(part)
         except ValueError:
             raise ValueError(f"--cfg: {part!r} is neither a number nor 'tuned'") from None
-        if value < 0 or not math.isfinite(value):
-            raise ValueError(f"--cfg: {part!r} must be a finite number ≥ 0")
+        if value < -1 or not math.isfinite(value):
+            raise ValueError(f"--cfg: {part!r} must be a finite number ≥ −1 (−1 = the unconditional prior)")
         out.append(value)
     if not out:
         raise ValueError("--cfg: no value given")

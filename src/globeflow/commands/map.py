@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="checkpoint folder or Hub id (default: the shipped model)")
     parser.add_argument("--num-samples", type=int, default=1000, help="samples drawn (default 1000)")
     parser.add_argument("--steps", type=int, default=32, help="sampler steps (default 32)")
-    parser.add_argument("--cfg", type=float, default=0.0, help="classifier-free guidance scale (default 0)")
+    parser.add_argument("--cfg", type=float, default=None,
+                        help="guidance weight w ≥ −1 (default: the model's own; 0 for the official models)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--grid-resolution", type=float, default=0.0,
                         help="exact model density on a grid of this step in degrees, dividing 180 "

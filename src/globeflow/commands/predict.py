@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--maps", type=Path, metavar="DIR", help="write one PNG density map per input here")
     p.add_argument("--samples", type=int, default=512, help="samples per input (default 512)")
     p.add_argument("--steps", type=int, default=32, help="sampler steps (default 32)")
-    p.add_argument("--cfg", type=float, default=0.0, help="classifier-free guidance weight (default 0)")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="guidance weight w ≥ −1 (default: the model's own; 0 for the official models)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=int, default=16, help="inputs embedded per batch (default 16)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -129,8 +130,8 @@ def _usage_error(args: argparse.Namespace) -> str | None:
     for name in ("samples", "steps", "batch_size"):
         if getattr(args, name) < 1:
             return f"--{name.replace('_', '-')} must be ≥ 1; got {getattr(args, name)}"
-    if args.cfg < 0:
-        return f"--cfg must be ≥ 0; got {args.cfg}"
+    if args.cfg is not None and not args.cfg >= -1:
+        return f"--cfg must be ≥ −1; got {args.cfg}"
     return None
 
 

@@ -59,7 +59,7 @@ class ServerConfig:
     max_num_samples: int = 4096
     max_steps: int = 256
     steps: int = 32
-    cfg: float = 0.0
+    cfg: float | None = None  # None: the model's default_cfg
 
 
 class BadRequest(ValueError):
@@ -73,7 +73,7 @@ class BadRequest(ValueError):
 @dataclass(frozen=True)
 class Params:
     num_samples: int
-    cfg: float
+    cfg: float | None
     steps: int
     seed: int | None
     map: str
@@ -102,7 +102,7 @@ def parse_params(form: FormData, config: ServerConfig) -> Params:
         raise BadRequest(f"map must be one of {', '.join(MAP_KINDS)}; got {map_kind!r}")
     return Params(
         num_samples=_number(form, "num_samples", int, config.num_samples, 1, config.max_num_samples),
-        cfg=_number(form, "cfg", float, config.cfg, 0.0, 20.0),
+        cfg=_number(form, "cfg", float, config.cfg, -1.0, 20.0),
         steps=_number(form, "steps", int, config.steps, 1, config.max_steps),
         seed=_number(form, "seed", int, None, 0, 2**62),
         map=map_kind,
