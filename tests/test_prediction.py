@@ -98,6 +98,18 @@ def test_credible_regions_match_the_analytic_vmf_caps(sigma_km):
     assert gc_km(pred.best_guess, PARIS) < 0.05 * sigma_km
 
 
+def test_calibrated_credible_masses_widen_the_stated_region():
+    """A model's conformal calibration {"0.9": 0.97}: the region keeps its stated level 0.9 and is the
+    analytic HPD cap of mass 0.97; levels without calibration stay nominal."""
+    kappa = kappa_for_km(300.0)
+    samples, lp = vmf_sample(PARIS, kappa, 4000, np.random.default_rng(5))
+    pred = summarize(samples, lp, model="m", encoder="e", credible_masses={"0.9": 0.97})
+    one_minus_cos = -math.log1p(-0.97 * -math.expm1(-2 * kappa)) / kappa
+    assert pred.region(0.9).mass == 0.9
+    assert pred.region(0.9).area_km2 == pytest.approx(2 * math.pi * one_minus_cos * EARTH_RADIUS_KM**2, rel=0.05)
+    assert pred.region(0.5).area_km2 == summarize(samples, lp, model="m", encoder="e").region(0.5).area_km2
+
+
 def test_summary_rows_dicts_and_countries():
     rng = np.random.default_rng(5)
     a, la = vmf_sample(PARIS, kappa_for_km(100.0), 700, rng)

@@ -1,5 +1,6 @@
 """Samplers: seeding and batching, guidance, higher-order convergence, discrete log-densities."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,32 @@ def test_guidance_combination(emb):
         vc = geo.net(x.reshape(-1, 3), emb.repeat_interleave(4, 0), g.expand(32)).reshape(8, 4, 3)
         vu = geo.net(x.reshape(-1, 3), torch.zeros(32, 32), g.expand(32)).reshape(8, 4, 3)
     assert torch.allclose(v, 3 * vc - 2 * vu, atol=1e-5)
+
+
+@pytest.mark.parametrize("w", [-1.0, -0.4])
+def test_negative_guidance_shrinks_towards_the_prior(emb, w):
+    """w ∈ [−1, 0): (1 + w)·v_cond − w·v_uncond; −1 is the null condition alone (also its Jacobian)."""
+    geo = load("rfm")
+    x = sphere.uniform((8, 4), generator=torch.Generator().manual_seed(0))
+    g = torch.tensor(0.3)
+    with torch.no_grad():
+        v, J = Field(geo.net, emb, cfg=w).with_jacobian(x, g)
+        vc, Jc = Field(geo.net, emb).with_jacobian(x, g)
+        vu, Ju = Field(geo.net, torch.zeros_like(emb)).with_jacobian(x, g)
+    assert torch.allclose(v, (1 + w) * vc - w * vu, atol=1e-5)
+    assert torch.allclose(J, (1 + w) * Jc - w * Ju, atol=1e-4)
+    with pytest.raises(ValueError, match="−1"):
+        Field(geo.net, emb, cfg=-1.5)
+
+
+def test_default_cfg_comes_from_the_checkpoint(emb, tmp_path):
+    geo = load("rfm")
+    Geolocator(geo.net, dataclasses.replace(geo.info, default_cfg=-0.5)).save_pretrained(tmp_path)
+    again = Geolocator.from_pretrained(tmp_path)
+    assert again.default_cfg == -0.5
+    ll = torch.tensor([[48.85, 2.35]] * 8)
+    assert torch.equal(again.log_prob(emb, ll, steps=8), again.log_prob(emb, ll, steps=8, cfg=-0.5))
+    assert not torch.allclose(again.log_prob(emb, ll, steps=8), again.log_prob(emb, ll, steps=8, cfg=0.0))
 
 
 def test_no_nan_from_the_poles(emb):

@@ -50,15 +50,18 @@ class ModelInfo:
     model_id: str = "unnamed"
     training: dict = field(default_factory=dict)
     default_cfg: float = 0.0  # guidance weight when a call passes cfg=None (−1 = the unconditional prior)
+    # stated credible level ("0.9") → the HPD mass that covers the truth that often on held-out data
+    # (split-conformal, fitted by the training script); empty: regions use the nominal mass
+    credible_masses: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"family": self.family, "schedule": self.schedule, "encoder": self.encoder,
                 "modality": self.modality, "sampler": self.sampler, "model_id": self.model_id,
-                "training": self.training, "default_cfg": self.default_cfg}
+                "training": self.training, "default_cfg": self.default_cfg, "credible_masses": self.credible_masses}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelInfo":
-        known = {"family", "schedule", "encoder", "modality", "sampler", "model_id", "training", "default_cfg"}
+        known = {"family", "schedule", "encoder", "modality", "sampler", "model_id", "training", "default_cfg", "credible_masses"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"{METADATA_FILE}: unknown keys {sorted(unknown)}; expected a subset of {sorted(known)}")

@@ -318,5 +318,6 @@ class Geolocator:
             (items if not is_embedding else range(len(emb)))]
         truths = [None] * len(emb) if truths is None else list(np.asarray(truths, dtype=np.float64))
         return [summarize(samples[i].cpu().numpy(), log_prob[i].cpu().numpy(), model=self.model_id,
-                          encoder=self.encoder_id or "", top_k=top_k, input_id=names[i], truth_deg=truths[i])
+                          encoder=self.encoder_id or "", top_k=top_k, input_id=names[i], truth_deg=truths[i],
+                          credible_masses=self.info.credible_masses)
                 for i in range(len(emb))]

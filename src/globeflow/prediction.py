@@ -13,7 +13,7 @@ small σ this is a Gaussian of standard deviation σ along the surface).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -224,10 +224,21 @@ def find_modes(samples_deg: np.ndarray, *, kernel_km: float = 150.0, top_k: int 
     return modes[:top_k] if top_k else modes
 
 
+def calibrated_region(log_prob: np.ndarray, level: float, credible_masses: dict | None) -> CredibleRegion:
+    """The region stated as ``level`` (e.g. 0.9), drawn at the calibrated HPD mass where one is given."""
+    mass = float((credible_masses or {}).get(f"{level:g}", level))
+    return replace(credible_region(log_prob, mass), mass=level)
+
+
 def summarize(samples_deg: np.ndarray, log_prob: np.ndarray, *, model: str, encoder: str, top_k: int = 5,
               kernel_km: float = 150.0, input_id: str | None = None,
-              truth_deg: tuple[float, float] | np.ndarray | None = None) -> Prediction:
-    """Summarise (K, 2) degree samples and their (K,) log-densities (nats/sr) into a :class:`Prediction`."""
+              truth_deg: tuple[float, float] | np.ndarray | None = None,
+              credible_masses: dict | None = None) -> Prediction:
+    """Summarise (K, 2) degree samples and their (K,) log-densities (nats/sr) into a :class:`Prediction`.
+
+    credible_masses: optional {stated level: HPD mass} (a model's conformal calibration, e.g.
+    {"0.9": 0.97}); each region keeps its stated level and is drawn at the calibrated mass.
+    """
     samples = np.asarray(samples_deg, dtype=np.float64).reshape(-1, 2)
     lp = np.asarray(log_prob, dtype=np.float64).reshape(-1)
     if len(samples) == 0:
@@ -250,6 +261,6 @@ def summarize(samples_deg: np.ndarray, log_prob: np.ndarray, *, model: str, enco
     return Prediction(
         input_id=input_id, model=model, encoder=encoder, samples=samples, log_prob=lp,
         best_guess=(float(best[0]), float(best[1])), localizability=float(lp.mean()),
-        modes=tuple(modes), regions=tuple(credible_region(lp, m) for m in CREDIBLE_MASSES),
+        modes=tuple(modes), regions=tuple(calibrated_region(lp, m, credible_masses) for m in CREDIBLE_MASSES),
         country_probs=country_probabilities(samples, top_k=10), truth=truth,
     )
