@@ -297,13 +297,13 @@ def render_image(density: LogDensityGrid | None, samples_deg: np.ndarray | None,
         x, y = (float(v) for v in frame.to_px(mode.lat, mode.lon))
         draw.ellipse((x - 7, y - 7, x + 7, y + 7), outline=MODE, width=2)
         draw.text((x + 8, y - 18), str(k), fill=MODE, font=font, stroke_width=2, stroke_fill=(255, 255, 255))
+    if best_guess is not None:  # under the truth: where they meet, the diamond's corners show around it
+        x, y = (float(v) for v in frame.to_px(*best_guess))
+        _diamond(draw, x, y, 10, BEST_GUESS)
     if truth is not None:
         x, y = (float(v) for v in frame.to_px(*truth))
         draw.ellipse((x - 8, y - 8, x + 8, y + 8), fill=(255, 255, 255))
         draw.ellipse((x - 6, y - 6, x + 6, y + 6), fill=TRUTH)
-    if best_guess is not None:
-        x, y = (float(v) for v in frame.to_px(*best_guess))
-        _diamond(draw, x, y, 10, BEST_GUESS)
     if title:
         draw.text((pad, 10), title, fill=(20, 20, 20), font=_font(20))
     _legend(draw, pad, head + frame.height + 10, density is not None, truth is not None, bool(modes))
@@ -419,16 +419,16 @@ def render_html(density: LogDensityGrid | None, samples_deg: np.ndarray | None, 
                      f'<circle r="12" fill="none" pointer-events="all"/>'
                      f'<circle r="7" fill="none" stroke="rgb{MODE}" stroke-width="2"/>'
                      f'<text x="9" y="-8" class="gf-label">{k}</text></g>')
-    if truth is not None:
-        x, y = frame.to_px(*truth)
-        tip = f"Truth: {_fmt_latlon(*truth)}"
-        marks.append(f'<g class="gf-mark gf-truth" data-x="{x:.1f}" data-y="{y:.1f}" data-tip="{html.escape(tip)}">'
-                     f'<circle r="8" fill="white"/><circle r="6" fill="rgb{TRUTH}"/></g>')
     if best_guess is not None:
         x, y = frame.to_px(*best_guess)
         tip = f"Best guess: {_fmt_latlon(*best_guess)}"
         marks.append(f'<g class="gf-mark gf-best" data-x="{x:.1f}" data-y="{y:.1f}" data-tip="{html.escape(tip)}">'
                      f'<path d="M0 -10L10 0L0 10L-10 0Z" fill="white"/><path d="M0 -8L8 0L0 8L-8 0Z" fill="rgb{BEST_GUESS}"/></g>')
+    if truth is not None:
+        x, y = frame.to_px(*truth)
+        tip = f"Truth: {_fmt_latlon(*truth)}"
+        marks.append(f'<g class="gf-mark gf-truth" data-x="{x:.1f}" data-y="{y:.1f}" data-tip="{html.escape(tip)}">'
+                     f'<circle r="8" fill="white"/><circle r="6" fill="rgb{TRUTH}"/></g>')
     legend = [f'<span><span class="gf-key" style="background:rgb{BEST_GUESS};height:10px;width:10px;'
               f'transform:rotate(45deg)"></span>best guess</span>']
     if truth is not None:
