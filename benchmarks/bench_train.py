@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_train.py [--steps 5] [--threads N] [--device auto]
 
 Shapes: the full PLONK size (dim 512, depth 12, cond 1024) and the shipped default
-(dim 192, depth 4, cond 1280); fp32 and bf16 autocast. One JSON line per case.
+(dim 64, depth 2, cond 1280); fp32 and bf16 autocast. One JSON line per case.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from globeflow.families import loss
 from globeflow.network import Denoiser
 from globeflow.schedules import SigmoidSchedule
 
-SHAPES = {"full": dict(dim=512, depth=12, cond_dim=1024), "default": dict(dim=192, depth=4, cond_dim=1280)}
+SHAPES = {"full": dict(dim=512, depth=12, cond_dim=1024), "default": dict(dim=64, depth=2, cond_dim=1280)}
 
 
 def bench(shape: str, bf16: bool, batch: int, steps: int, device: torch.device) -> dict:
