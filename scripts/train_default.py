@@ -103,11 +103,16 @@ def train_default(train, val, args) -> dict:
 CFG_GRID = (-1.0, -0.95, -0.9, -0.85, -0.8, -0.7, -0.6, -0.4, -0.2, 0.0)
 
 
+def nll_by_cfg(folder: Path, rows) -> dict[float, float]:
+    """Mean NLL (nats/sr, RK4 64 steps) of ``rows``' truths at every guidance weight of CFG_GRID."""
+    geo = Geolocator.from_pretrained(folder)
+    emb, truth = torch.from_numpy(rows.embeddings), torch.from_numpy(rows.latlon)
+    return {w: float(-geo.log_prob(emb, truth, cfg=w, steps=64).mean()) for w in CFG_GRID}
+
+
 def tune_default_cfg(target: Path, val) -> dict:
     """Set ``default_cfg`` in target/globeflow.json to the w of lowest validation NLL; returns the curve."""
-    geo = Geolocator.from_pretrained(target)
-    emb, truth = torch.from_numpy(val.embeddings), torch.from_numpy(val.latlon)
-    curve = {w: float(-geo.log_prob(emb, truth, cfg=w, steps=64).mean()) for w in CFG_GRID}
+    curve = nll_by_cfg(target, val)
     best = min(curve, key=curve.get)
     meta = json.loads((target / "globeflow.json").read_text())
     meta["default_cfg"] = best
@@ -174,9 +179,7 @@ def evaluate(folder: Path, test, conditional: bool, samples: int = 128) -> dict:
 
 def test_nll_by_cfg(folder: Path, test) -> dict:
     """Test NLL at every w of the grid (for the record; the shipped w was chosen on validation)."""
-    geo = Geolocator.from_pretrained(folder)
-    emb, truth = torch.from_numpy(test.embeddings), torch.from_numpy(test.latlon)
-    return {f"{w:g}": float(-geo.log_prob(emb, truth, cfg=w, steps=64).mean()) for w in CFG_GRID}
+    return {f"{w:g}": v for w, v in nll_by_cfg(folder, test).items()}
 
 
 def main() -> None:
