@@ -34,6 +34,7 @@ import torch
 
 from globeflow import training as T
 from globeflow.checkpoints import ModelInfo, load_checkpoint
+from globeflow.credible import conformal_masses, coverage_ranks
 from globeflow.data.store import EmbeddingStore
 from globeflow.geolocator import Geolocator
 from globeflow.metrics import calibration, point_metrics
@@ -122,24 +123,20 @@ def tune_default_cfg(target: Path, val) -> dict:
 
 
 def own_sample_ranks(geo: Geolocator, emb: torch.Tensor, truth: torch.Tensor, samples: int = 128) -> np.ndarray:
-    """(M,) the smallest HPD mass whose region covers each truth: the share of the item's own
-    samples (at the default cfg) whose log-density exceeds the truth's."""
+    """(M,) the smallest HPD mass covering each truth, from the item's own samples at the default cfg."""
     lp_truth = geo.log_prob(emb, truth, steps=64).numpy()
     _, lp = geo.sample(emb, samples, steps=32, seed=list(range(len(emb))), return_log_prob=True)
-    return (lp.numpy() > lp_truth[:, None]).mean(axis=1)
+    return coverage_ranks(lp_truth, lp.numpy())
 
 
 def fit_credible_masses(target: Path, val, levels=(0.5, 0.9)) -> dict:
-    """Split-conformal credible regions: for each stated level, the HPD mass that covers the truth
-    for ⌈(n + 1)·level⌉ of the n validation photos; written to target/globeflow.json."""
+    """Split-conformal credible masses on the validation photos, written to target/globeflow.json."""
     geo = Geolocator.from_pretrained(target)
-    need = np.sort(own_sample_ranks(geo, torch.from_numpy(val.embeddings), torch.from_numpy(val.latlon)))
-    n = len(need)
-    masses = {f"{lv:g}": float(min(0.999, max(lv, need[min(n - 1, int(np.ceil((n + 1) * lv)) - 1)] + 1e-6)))
-              for lv in levels}
+    ranks = own_sample_ranks(geo, torch.from_numpy(val.embeddings), torch.from_numpy(val.latlon))
+    masses = conformal_masses(ranks, levels)
     meta = json.loads((target / "globeflow.json").read_text())
     meta["credible_masses"] = masses
-    meta["training"]["credible_masses_fit"] = f"split-conformal on the {n} validation photos (128 own samples each)"
+    meta["training"]["credible_masses_fit"] = f"split-conformal on the {len(ranks)} validation photos (128 own samples each)"
     (target / "globeflow.json").write_text(json.dumps(meta, indent=2))
     return masses
 

@@ -137,3 +137,19 @@ def test_bad_inputs_raise_clear_errors():
         summarize(np.zeros((3, 2)), np.zeros(3), model="m", encoder="e", truth_deg=(100.0, 0.0))
     with pytest.raises(ValueError, match="kernel_km"):
         find_modes(np.zeros((3, 2)), kernel_km=0)
+
+
+def test_conformal_masses_follow_the_held_out_ranks():
+    """Ranks uniform on (0, 1) (a calibrated model) give masses ≈ the levels; ranks squeezed into
+    (0, 0.5) (an under-confident model) give masses about half the levels."""
+    from globeflow.credible import conformal_masses, coverage_ranks
+
+    lp = np.arange(100.0)[None, :].repeat(3, 0)
+    assert coverage_ranks(np.array([-1.0, 49.5, 100.0]), lp).tolist() == [1.0, 0.5, 0.0]
+    ranks = (np.arange(999) + 0.5) / 999
+    m = conformal_masses(ranks, (0.5, 0.9))
+    assert abs(m["0.5"] - 0.5) < 0.01 and abs(m["0.9"] - 0.9) < 0.01
+    m = conformal_masses(ranks / 2, (0.5, 0.9))
+    assert abs(m["0.5"] - 0.25) < 0.01 and abs(m["0.9"] - 0.45) < 0.01
+    # the stated share of held-out truths is covered at the fitted mass
+    assert (ranks / 2 <= m["0.9"]).mean() >= 0.9

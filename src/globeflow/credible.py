@@ -39,3 +39,25 @@ def credible_region(sample_log_prob: np.ndarray, mass: float) -> CredibleRegion:
     steradians = min(steradians, SPHERE_AREA)
     area = steradians / SPHERE_AREA * EARTH_AREA_KM2
     return CredibleRegion(mass, tau, area, float(cap_radius_km(area)))
+
+
+def coverage_ranks(truth_log_prob: np.ndarray, sample_log_prob: np.ndarray) -> np.ndarray:
+    """(M,) the smallest HPD mass whose region covers each truth: the share of the item's own
+    samples (M, K) whose log-density exceeds the truth's (M,)."""
+    t = np.asarray(truth_log_prob, dtype=np.float64)
+    return (np.asarray(sample_log_prob, dtype=np.float64) > t[:, None]).mean(axis=1)
+
+
+def conformal_masses(ranks: np.ndarray, levels=(0.5, 0.9)) -> dict[str, float]:
+    """Split-conformal credible masses: for each stated level, the HPD mass whose region covers
+    ⌈(n + 1)·level⌉ of n held-out truths (``ranks`` from :func:`coverage_ranks`).
+
+    Returns {f"{level:g}": mass}, masses in [0.001, 0.999]; a mass below its level means the model
+    was under-confident (its nominal regions covered too often).
+    """
+    need = np.sort(np.asarray(ranks, dtype=np.float64))
+    n = len(need)
+    if n == 0:
+        raise ValueError("conformal_masses needs at least one held-out item")
+    return {f"{lv:g}": float(np.clip(need[min(n - 1, int(np.ceil((n + 1) * lv)) - 1)] + 1e-6, 0.001, 0.999))
+            for lv in levels}

@@ -20,8 +20,9 @@ model's samples occupy; the quadrature error is estimated by changing the node c
 ``fm`` integrates dx/dγ = v from γ = 1 to 0 with an N(0, I) base. ``diffusion``
 integrates the DDIM ODE in y = x/√γ, λ = log σ, σ = √((1−γ)/γ):
 dy/dλ = σ ε̂(√γ y, γ), from σ_min = 1e-3 (a 1e-3-radian smoothing of the data
-density: the stated bias) to σ_max = σ(gamma(1)), base N(0, (1 + σ_max²) I)
-(= x ~ N(0, I), exactly the sampler's start).
+density) to σ_max = 100, base N(0, (1 + σ_max²) I) (= x ~ N(0, I) at γ ≈ 1e-4;
+:data:`globeflow.sampling.DIFFUSION_SIGMA_RANGE` says why not the schedule's
+γ = 1e-9, and bounds the bias). This is the ODE the ``heun`` sampler solves.
 
 Solvers: ``fast`` (default) is classical RK4 with a fixed, uniform grid in γ
 (or λ), every point independent of the others; its accuracy is stated in
@@ -40,12 +41,11 @@ import torch
 from torch import Tensor
 
 from globeflow import sphere
-from globeflow.sampling import Field
+from globeflow.sampling import DIFFUSION_SIGMA_RANGE, Field
 
 DIVERGENCES = ("riemannian", "ambient")
 SOLVERS = ("fast", "official")
 DEFAULT_FAST_STEPS = 128
-SIGMA_MIN = 1e-3
 FAST_STEPS_ACCURACY = (
     "fast solver: classical RK4 with 128 uniform steps in gamma (512 network evaluations, each with a "
     "hand-written forward-mode 3x3 Jacobian). On the random-weight reference fixture: max error 2.5e-4 "
@@ -129,8 +129,9 @@ def sphere_log_prob_official(field: Field, x: Tensor, schedule, mode: str, rtol:
 
 
 def _r3_log_prob(field: Field, family: str, x: Tensor, grid: Tensor) -> Tensor:
-    """log p_R³ (M, K) of points x (M, K, 3) in model space; ``grid`` in gamma from 1 down to gamma_min."""
-    steps, gamma_min = len(grid) - 1, float(grid[-1])
+    """log p_R³ (M, K) of points x (M, K, 3) in model space. fm: RK4 along ``grid`` (gamma from 1 down to
+    gamma_min); diffusion: as many RK4 steps, uniform in log σ over DIFFUSION_SIGMA_RANGE."""
+    steps = len(grid) - 1
     if family == "fm":
         grid = grid.to(x.dtype)
 
@@ -141,8 +142,8 @@ def _r3_log_prob(field: Field, family: str, x: Tensor, grid: Tensor) -> Tensor:
         end, L = _rk4(rhs, x, grid)
         base = -0.5 * (end * end).sum(-1) - 1.5 * math.log(2 * math.pi)
         return base + L
-    sigma_max = math.sqrt((1 - gamma_min) / gamma_min)
-    grid = torch.linspace(math.log(SIGMA_MIN), math.log(sigma_max), steps + 1, dtype=x.dtype)
+    sigma_min, sigma_max = DIFFUSION_SIGMA_RANGE
+    grid = torch.linspace(math.log(sigma_min), math.log(sigma_max), steps + 1, dtype=x.dtype)
 
     def rhs_sigma(y, lam):
         sigma = torch.exp(lam)
@@ -150,7 +151,7 @@ def _r3_log_prob(field: Field, family: str, x: Tensor, grid: Tensor) -> Tensor:
         eps, J = field.with_jacobian(torch.sqrt(g) * y, g)
         return sigma * eps, sigma * torch.sqrt(g) * J.diagonal(dim1=-2, dim2=-1).sum(-1)
 
-    g_max = 1.0 / (1.0 + SIGMA_MIN**2)
+    g_max = 1.0 / (1.0 + sigma_min**2)
     end, L = _rk4(rhs_sigma, x / math.sqrt(g_max), grid)
     var = 1.0 + sigma_max**2
     base = -0.5 * (end * end).sum(-1) / var - 1.5 * math.log(2 * math.pi * var)
@@ -159,48 +160,55 @@ def _r3_log_prob(field: Field, family: str, x: Tensor, grid: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class RadialShell:
-    """Where the model's samples lie in R³, as a radial quadrature rule.
+    """Where the model's samples lie in R³, as a radial quadrature rule: one shell per embedding row.
 
     Trained R³ models put their samples on a very thin shell (inter-quartile range of the radius
     about 0.002 for the test models) with heavy tails, so the nodes are Gauss–Legendre in
     s = asinh((r − mid) / scale) over [lo, hi]: dense at the peak, logarithmically spread in the tails.
+    Fields are float64 tensors of shape (M,).
     """
 
-    lo: float
-    hi: float
-    mid: float = 1.0
-    scale: float = 1.0
+    lo: Tensor
+    hi: Tensor
+    mid: Tensor
+    scale: Tensor
 
     def nodes(self, n: int) -> tuple[Tensor, Tensor]:
-        """Radii r (n,) and weights (n,) for ∫ f(r) dr ≈ Σ w f(r)."""
-        z, w = np.polynomial.legendre.leggauss(n)
-        s_lo, s_hi = (math.asinh((b - self.mid) / self.scale) for b in (self.lo, self.hi))
+        """Radii r (M, n) and weights (M, n) for ∫ f(r) dr ≈ Σ w f(r), row by row."""
+        z, w = (torch.as_tensor(a, dtype=torch.float64) for a in np.polynomial.legendre.leggauss(n))
+        s_lo, s_hi = (torch.asinh((b - self.mid) / self.scale)[:, None] for b in (self.lo, self.hi))
         s = 0.5 * (s_hi - s_lo) * z + 0.5 * (s_hi + s_lo)
-        r = self.mid + self.scale * np.sinh(s)
-        return torch.as_tensor(r), torch.as_tensor(0.5 * (s_hi - s_lo) * w * self.scale * np.cosh(s))
+        r = self.mid[:, None] + self.scale[:, None] * torch.sinh(s)
+        return r, 0.5 * (s_hi - s_lo) * w * self.scale[:, None] * torch.cosh(s)
+
+    def rows(self, index) -> "RadialShell":
+        """The shells of rows ``index`` (a slice or an index tensor)."""
+        return RadialShell(self.lo[index], self.hi[index], self.mid[index], self.scale[index])
 
     @classmethod
     def from_radii(cls, radii: Tensor, pad: float = 6.0) -> "RadialShell":
-        """From sample radii: peak at the median, scale = IQR / 1.349, range ⊇ [min, max] ± pad·std."""
-        r = radii.double().flatten()
-        mid, spread = r.median().item(), max(r.std().item(), 1e-3)
-        q1, q3 = torch.quantile(r, torch.tensor([0.25, 0.75], dtype=r.dtype)).tolist()
-        scale = max((q3 - q1) / 1.349, 1e-4)
-        lo = max(1e-6, min(r.min().item(), mid - pad * spread))
-        return cls(lo, max(r.max().item(), mid + pad * spread), mid, scale)
+        """From sample radii (M, K) (or (K,) for one row): peak at the median, scale = IQR / 1.349,
+        range ⊇ [min, max] ± pad·std."""
+        r = radii.double().reshape(-1, radii.shape[-1])
+        mid, spread = r.median(dim=-1).values, r.std(dim=-1).clamp_min(1e-3)
+        q = torch.quantile(r, torch.tensor([0.25, 0.75], dtype=r.dtype), dim=-1)
+        scale = ((q[1] - q[0]) / 1.349).clamp_min(1e-4)
+        lo = torch.minimum(r.min(dim=-1).values, mid - pad * spread).clamp_min(1e-6)
+        return cls(lo, torch.maximum(r.max(dim=-1).values, mid + pad * spread), mid, scale)
 
 
 def direction_log_prob(field: Field, family: str, u: Tensor, shell: RadialShell, grid: Tensor,
                        nodes: int = 24) -> Tensor:
-    """log ∫ p_R³(r u) r² dr (M, K) for unit u (M, K, 3), by ``nodes`` Gauss–Legendre nodes on the shell.
+    """log ∫ p_R³(r u) r² dr (M, K) for unit u (M, K, 3), by ``nodes`` Gauss–Legendre nodes on each
+    row's shell (M rows, or one shell for all rows).
 
     The quadrature error is estimated by comparing with another node count (the tests double it).
     """
     M, K = u.shape[:2]
-    r, w = (a.to(u.dtype) for a in shell.nodes(nodes))
-    pts = (r[None, None, :, None] * u[:, :, None, :]).reshape(M, K * nodes, 3)
+    r, w = (a.to(device=u.device, dtype=u.dtype).expand(M, nodes) for a in shell.nodes(nodes))
+    pts = (r[:, None, :, None] * u[:, :, None, :]).reshape(M, K * nodes, 3)
     lp = _r3_log_prob(field, family, pts, grid).reshape(M, K, nodes)
-    return torch.logsumexp(lp + 2 * torch.log(r) + torch.log(w), dim=-1)
+    return torch.logsumexp(lp + 2 * torch.log(r[:, None]) + torch.log(w[:, None]), dim=-1)
 
 
 def latlon_grid(resolution_deg: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,8 @@ the truth's density is the probability-flow ODE (``Geolocator.log_prob``, RK4,
 ``density_steps``). ``fm``/``diffusion`` densities are direction densities by a radial
 Gauss–Legendre quadrature of ODE solves (:func:`globeflow.density.direction_log_prob`) — far
 slower, so they are computed for ``r3_photos`` photos per fold and ``r3_samples`` samples.
+``diffusion`` samples come from its ``heun`` ODE sampler without the official x̂₀ clamp, so that
+samples and densities describe one model (:func:`ode_sampler`).
 """
 
 from __future__ import annotations
@@ -207,30 +209,46 @@ def train_generative(family: str, train: EvalData, s: EvalSettings, seed: int, o
     return Geolocator.from_pretrained(out)
 
 
+def ode_sampler(geo) -> dict:
+    """Sampler arguments whose samples follow the model's density: diffusion uses ``heun`` without the
+    official x̂₀ clamp (the clamped DDIM leaves the ODE's distribution); rfm/fm their default Euler."""
+    return {"sampler": "heun", "clamp": False} if geo.family == "diffusion" else {}
+
+
 def r3_densities(geo, emb: np.ndarray, truth: np.ndarray, cfg: float, s: EvalSettings,
                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """fm/diffusion: (samples (M, K, 2) degrees, truth log p (M,), sample log p (M, K)) in nats/sr.
 
-    One sampler call gives K samples per photo; their radii fix the radial shell, and the
+    One sampler call gives K samples per photo; their radii fix each photo's radial shell, and the
     truth's direction and the K sample directions are integrated together (one ODE batch).
     """
-    from globeflow import density, sphere
-    from globeflow.sampling import Field
+    from globeflow import sphere
 
     e = torch.as_tensor(emb, dtype=geo.dtype)
-    xyz = geo.sample(e, s.r3_samples, steps=s.steps, cfg=cfg, seed=seed, return_xyz=True).double()
+    xyz = geo.sample(e, s.r3_samples, steps=s.steps, cfg=cfg, seed=seed, return_xyz=True, **ode_sampler(geo)).double()
     u_truth = sphere.latlon_to_xyz(torch.as_tensor(truth, dtype=torch.float64))
-    grid = density.gamma_grid(geo.schedule, s.density_steps, geo.dtype)
-    lps = []
-    for i in range(len(e)):
-        shell = density.RadialShell.from_radii(xyz[i].norm(dim=-1))
-        u = torch.cat([sphere.normalize(xyz[i]), u_truth[i:i + 1]])[None].to(geo.dtype)
-        with torch.no_grad():
-            lp = density.direction_log_prob(Field(geo.net, e[i:i + 1], cfg), geo.family, u, shell, grid,
-                                            nodes=s.r3_nodes)
-        lps.append(lp.double()[0])
-    lp = torch.stack(lps).numpy() if lps else np.zeros((0, s.r3_samples + 1))
+    lp = _direction_log_probs(geo, e, torch.cat([sphere.normalize(xyz), u_truth[:, None]], dim=1), xyz, cfg, s)
     return sphere.xyz_to_latlon(xyz).numpy(), lp[:, -1], lp[:, :-1]
+
+
+def _direction_log_probs(geo, e: torch.Tensor, u: torch.Tensor, xyz: torch.Tensor, cfg: float,
+                         s: EvalSettings, max_points: int = 8192) -> np.ndarray:
+    """(M, K) direction log-densities (nats/sr) of unit u (M, K, 3); each photo's shell from its own
+    samples xyz (M, S, 3); photos batched up to ``max_points`` ODE points per solve."""
+    from globeflow import density
+    from globeflow.sampling import Field
+
+    if len(e) == 0:
+        return np.zeros((0, u.shape[1]))
+    shell = density.RadialShell.from_radii(xyz.norm(dim=-1))
+    grid = density.gamma_grid(geo.schedule, s.density_steps, geo.dtype)
+    per, out = max(1, max_points // (u.shape[1] * s.r3_nodes)), []
+    for i in range(0, len(e), per):
+        rows = slice(i, i + per)
+        with torch.no_grad():
+            out.append(density.direction_log_prob(Field(geo.net, e[rows], cfg), geo.family, u[rows].to(geo.dtype),
+                                                  shell.rows(rows), grid, nodes=s.r3_nodes).double())
+    return torch.cat(out).numpy()
 
 
 def predict_generative(geo, test: EvalData, cfg: float, s: EvalSettings, seed: int,
@@ -250,7 +268,7 @@ def predict_generative(geo, test: EvalData, cfg: float, s: EvalSettings, seed: i
         best = lp[:, :s.best_of].argmax(1)
         return Predictions(ll[np.arange(m), best], ll[:, 0], truth, lp)
     rows = np.arange(m) if density_rows is None else np.asarray(density_rows, dtype=np.int64)
-    draws = geo.sample(test.emb, 1, steps=s.steps, cfg=cfg, seed=seeds).double().numpy()[:, 0]
+    draws = geo.sample(test.emb, 1, steps=s.steps, cfg=cfg, seed=seeds, **ode_sampler(geo)).double().numpy()[:, 0]
     point, truth, lp = _nan((m, 2)), _nan(m), _nan((m, s.r3_samples))
     if len(rows):
         ll, t_lp, s_lp = r3_densities(geo, test.emb[rows], test.latlon[rows], cfg, s, seed)
@@ -281,19 +299,12 @@ def truth_log_prob(geo, emb: np.ndarray, latlon: np.ndarray, cfg: float, s: Eval
     quadrature on the shell of ``r3_samples`` samples for fm/diffusion."""
     if geo.family == "rfm":
         return geo.log_prob(emb, latlon, cfg=cfg, steps=s.density_steps).double().numpy()
-    from globeflow import density, sphere
-    from globeflow.sampling import Field
+    from globeflow import sphere
 
     e = torch.as_tensor(emb, dtype=geo.dtype)
-    xyz = geo.sample(e, s.r3_samples, steps=s.steps, cfg=cfg, seed=seed, return_xyz=True).double()
-    u = sphere.latlon_to_xyz(torch.as_tensor(latlon, dtype=torch.float64)).to(geo.dtype)
-    grid = density.gamma_grid(geo.schedule, s.density_steps, geo.dtype)
-    with torch.no_grad():
-        out = [density.direction_log_prob(Field(geo.net, e[i:i + 1], cfg), geo.family, u[i:i + 1, None],
-                                          density.RadialShell.from_radii(xyz[i].norm(dim=-1)), grid,
-                                          nodes=s.r3_nodes).double()[0, 0]
-               for i in range(len(e))]
-    return torch.stack(out).numpy() if out else np.zeros(0)
+    xyz = geo.sample(e, s.r3_samples, steps=s.steps, cfg=cfg, seed=seed, return_xyz=True, **ode_sampler(geo)).double()
+    u = sphere.latlon_to_xyz(torch.as_tensor(latlon, dtype=torch.float64))[:, None]
+    return _direction_log_probs(geo, e, u, xyz, cfg, s)[:, 0]
 
 
 def tune_cfg(family: str, train: EvalData, s: EvalSettings, seed: int, workdir: Path) -> TuneResult:

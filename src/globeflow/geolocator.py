@@ -203,30 +203,31 @@ class Geolocator:
             field = Field(net, emb, cfg)
             if solver == "official":
                 return density.sphere_log_prob_official(field, x, self.schedule, divergence)
-            return self._chunked(net, emb, x, cfg, lambda f, xs: density.sphere_log_prob_fast(
+            return self._chunked(net, emb, x, cfg, lambda f, xs, rows: density.sphere_log_prob_fast(
                 f, xs, grid, divergence)), 4 * steps
         if solver == "official":
             raise ValueError("solver='official' exists only for the official (ambient or rfm) likelihood; "
                              "R³ families use the fast radial solver")
-        rows = []
-        for i in range(emb.shape[0]):
-            shell = self._radial_shell(emb[i:i + 1], cfg)
-            rows.append(self._chunked(net, emb[i:i + 1], x[i:i + 1], cfg, lambda f, xs: density.direction_log_prob(
-                f, self.family, xs, shell, grid, radial_nodes)))
-        return torch.cat(rows), 4 * steps * radial_nodes
+        shell = self._radial_shell(emb, cfg)
+        return self._chunked(net, emb, x, cfg, lambda f, xs, rows: density.direction_log_prob(
+            f, self.family, xs, shell.rows(rows), grid, radial_nodes), max_points=max(1, 16384 // radial_nodes)), \
+            4 * steps * radial_nodes
 
     def _chunked(self, net: Denoiser, emb: Tensor, x: Tensor, cfg: float, fn, max_points: int = 4096) -> Tensor:
+        """fn(field, x chunk, row slice) over chunks of at most ``max_points`` points (M, K)."""
         K = x.shape[1]
         per = max(1, max_points // max(K, 1))
         outs = []
         for i in range(0, emb.shape[0], per):
-            field = Field(net, emb[i:i + per], cfg)
-            cols = [fn(field, x[i:i + per, j:j + max_points]) for j in range(0, K, max_points)]
+            field, rows = Field(net, emb[i:i + per], cfg), slice(i, i + per)
+            cols = [fn(field, x[rows, j:j + max_points], rows) for j in range(0, K, max_points)]
             outs.append(torch.cat(cols, dim=1))
         return torch.cat(outs).detach()
 
     def _radial_shell(self, emb: Tensor, cfg: float, n: int = 256) -> density.RadialShell:
-        xyz = self.sample(emb.to(self.dtype), n, steps=32, cfg=cfg, seed=0, return_xyz=True)
+        """Each row's shell from n samples of the density's own ODE (Heun, 32 steps, no clamp)."""
+        xyz = self.sample(emb.to(self.dtype), n, steps=32, cfg=cfg, seed=0, sampler="heun", clamp=False,
+                          return_xyz=True)
         return density.RadialShell.from_radii(xyz.norm(dim=-1))
 
     def log_prob_grid(self, embedding, resolution_deg: float = 1.0, *, cfg: float | None = None,
