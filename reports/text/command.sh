@@ -7,5 +7,5 @@ set -e
 MODEL=${TEXT_REPORT_MODEL:-/tmp/globeflow-text-report-model}
 [ -f "$MODEL/model.safetensors" ] || python scripts/train_text_model.py --split report --out "$MODEL"
 exec python -m globeflow.text.benchmark --model "$MODEL" --shipped src/globeflow/assets/models/text-minilm-l6 \
-  --samples 1024 --steps 32 --name-count 400 --sweep-captions 100 --sweep-samples 256 \
+  --samples 1024 --steps 32 --name-count 200 --sweep-captions 50 --sweep-samples 128 \
   --baselines retrieval,regression,cells,vmf --out reports/text
