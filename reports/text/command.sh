@@ -5,7 +5,7 @@
 # --split report); embeddings come from the user cache when the shipped model was trained before.
 set -e
 MODEL=${TEXT_REPORT_MODEL:-/tmp/globeflow-text-report-model}
-[ -f "$MODEL/model.safetensors" ] || python scripts/train_text_model.py --split report --out "$MODEL"
-exec python -m globeflow.text.benchmark --model "$MODEL" --shipped src/globeflow/assets/models/text-minilm-l6 \
+[ -f "$MODEL/model.safetensors" ] || python scripts/train_text_model.py --split report --places 5000 --out "$MODEL"
+exec python -m globeflow.text.benchmark --model "$MODEL" --shipped src/globeflow/assets/models/text-minilm-l6 --places 5000 \
   --samples 1024 --steps 32 --name-count 200 --sweep-captions 50 --sweep-samples 128 \
   --baselines retrieval,regression,cells,vmf --out reports/text
