@@ -34,10 +34,11 @@ import torch
 
 from globeflow import training as T
 from globeflow.checkpoints import ModelInfo, load_checkpoint
-from globeflow.credible import conformal_masses, coverage_ranks
 from globeflow.data.store import EmbeddingStore
 from globeflow.geolocator import Geolocator
 from globeflow.metrics import calibration, point_metrics
+from globeflow import tuning
+from globeflow.tuning import choose_default_cfg, nll_by_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "data" / "im2gps3k" / "efficientnet-lite0"
@@ -104,41 +105,16 @@ def train_default(train, val, args) -> dict:
 CFG_GRID = (-1.0, -0.95, -0.9, -0.85, -0.8, -0.7, -0.6, -0.4, -0.2, 0.0)
 
 
-def nll_by_cfg(folder: Path, rows) -> dict[float, float]:
-    """Mean NLL (nats/sr, RK4 64 steps) of ``rows``' truths at every guidance weight of CFG_GRID."""
-    geo = Geolocator.from_pretrained(folder)
-    emb, truth = torch.from_numpy(rows.embeddings), torch.from_numpy(rows.latlon)
-    return {w: float(-geo.log_prob(emb, truth, cfg=w, steps=64).mean()) for w in CFG_GRID}
-
-
 def tune_default_cfg(target: Path, val) -> dict:
     """Set ``default_cfg`` in target/globeflow.json to the w of lowest validation NLL; returns the curve."""
-    curve = nll_by_cfg(target, val)
-    best = min(curve, key=curve.get)
-    meta = json.loads((target / "globeflow.json").read_text())
-    meta["default_cfg"] = best
-    meta["training"]["default_cfg_selection"] = {"validation_nll": {f"{w:g}": round(v, 4) for w, v in curve.items()}}
-    (target / "globeflow.json").write_text(json.dumps(meta, indent=2))
-    return {"chosen": best, "validation_nll": curve}
+    return choose_default_cfg(target, torch.from_numpy(val.embeddings), torch.from_numpy(val.latlon), CFG_GRID,
+                              note="validation photographers")
 
 
-def own_sample_ranks(geo: Geolocator, emb: torch.Tensor, truth: torch.Tensor, samples: int = 128) -> np.ndarray:
-    """(M,) the smallest HPD mass covering each truth, from the item's own samples at the default cfg."""
-    lp_truth = geo.log_prob(emb, truth, steps=64).numpy()
-    _, lp = geo.sample(emb, samples, steps=32, seed=list(range(len(emb))), return_log_prob=True)
-    return coverage_ranks(lp_truth, lp.numpy())
-
-
-def fit_credible_masses(target: Path, val, levels=(0.5, 0.9)) -> dict:
+def fit_credible_masses(target: Path, val) -> dict:
     """Split-conformal credible masses on the validation photos, written to target/globeflow.json."""
-    geo = Geolocator.from_pretrained(target)
-    ranks = own_sample_ranks(geo, torch.from_numpy(val.embeddings), torch.from_numpy(val.latlon))
-    masses = conformal_masses(ranks, levels)
-    meta = json.loads((target / "globeflow.json").read_text())
-    meta["credible_masses"] = masses
-    meta["training"]["credible_masses_fit"] = f"split-conformal on the {len(ranks)} validation photos (128 own samples each)"
-    (target / "globeflow.json").write_text(json.dumps(meta, indent=2))
-    return masses
+    return tuning.fit_credible_masses(target, torch.from_numpy(val.embeddings), torch.from_numpy(val.latlon),
+                                      note="validation photos")
 
 
 def train_unconditional(train, val, folder: Path, steps: int) -> dict:
@@ -176,7 +152,9 @@ def evaluate(folder: Path, test, conditional: bool, samples: int = 128) -> dict:
 
 def test_nll_by_cfg(folder: Path, test) -> dict:
     """Test NLL at every w of the grid (for the record; the shipped w was chosen on validation)."""
-    return {f"{w:g}": v for w, v in nll_by_cfg(folder, test).items()}
+    geo = Geolocator.from_pretrained(folder)
+    curve = nll_by_cfg(geo, torch.from_numpy(test.embeddings), torch.from_numpy(test.latlon), CFG_GRID)
+    return {f"{w:g}": v for w, v in curve.items()}
 
 
 def main() -> None:

@@ -10,6 +10,11 @@ cache (``$GLOBEFLOW_CACHE`` or ~/.cache/globeflow/text-embeddings), so a re-run 
 --split ship: gazetteer forms of the top --places places + every permitted caption (CC BY /
 BY-SA). --split report: the same minus the held-out place names and minus the captions of the
 held-out authors (see globeflow.text.recipe), for the numbers in reports/text/.
+
+After training (unless --no-calibrate), the guidance weight ``default_cfg`` is chosen by NLL on the
+NonCommercial/NoDerivs captions of authors outside the test split (never training rows: their
+licences keep them out of the weights), and split-conformal credible masses are fitted on the same
+captions at that weight (globeflow.tuning); both go into globeflow.json.
 """
 
 from __future__ import annotations
@@ -27,9 +32,8 @@ import torch
 
 from globeflow import training as T
 from globeflow.checkpoints import ModelInfo
-from globeflow.credible import conformal_masses, coverage_ranks
 from globeflow.encoders import get_encoder
-from globeflow.geolocator import Geolocator
+from globeflow import tuning
 from globeflow.text import gazetteer as G
 from globeflow.text import recipe as R
 from globeflow.text.cache import embed_cached
@@ -69,34 +73,30 @@ def calibration_captions(caps: R.Captions) -> R.Captions:
     return caps.select(~R.permitted(caps.license) & ~R.test_authors(caps))
 
 
-def fit_credible_masses(folder: Path, caps: R.Captions, samples: int = 256, steps: int = 32) -> dict:
-    """Split-conformal credible masses (levels 0.5, 0.9) on ``caps``, written to folder/globeflow.json."""
-    geo = Geolocator.from_pretrained(folder)
+CFG_GRID = (-0.8, -0.6, -0.5, -0.4, -0.3, -0.2, -0.1, 0.0)
+
+
+def calibrate(folder: Path, caps: R.Captions) -> dict:
+    """Choose ``default_cfg`` (lowest NLL over CFG_GRID), then fit split-conformal credible masses at it,
+    both on ``caps`` (never training rows); written to folder/globeflow.json."""
     emb = torch.from_numpy(embed_cached(list(caps.text), get_encoder("minilm-l6")))
-    lp_truth = geo.log_prob(emb, caps.latlon, steps=steps).numpy()
-    lp = np.concatenate([geo.sample(emb[i:i + 64], samples, steps=steps, seed=list(range(i, i + len(emb[i:i + 64]))),
-                                    return_log_prob=True)[1].numpy() for i in range(0, len(emb), 64)])
-    ranks = coverage_ranks(lp_truth, lp)
-    masses = conformal_masses(ranks)
-    meta = json.loads((folder / "globeflow.json").read_text())
-    meta["credible_masses"] = masses
-    meta["training"]["credible_masses_fit"] = (
-        f"split-conformal on {len(caps)} NonCommercial/NoDerivs captions of {len(set(caps.author))} authors outside "
-        f"the test split ({samples} own samples each, {steps} steps); nominal coverage there: "
-        + ", ".join(f"{lv}: {float((ranks <= float(lv)).mean()):.3f}" for lv in masses))
-    (folder / "globeflow.json").write_text(json.dumps(meta, indent=2))
-    return masses
+    truth = torch.from_numpy(caps.latlon)
+    note = f"NonCommercial/NoDerivs captions of {len(set(caps.author))} authors outside the test split"
+    cfg = tuning.choose_default_cfg(folder, emb, truth, CFG_GRID, steps=32, note=note)
+    masses = tuning.fit_credible_masses(folder, emb, truth, note=note, samples=128, density_steps=32)
+    return {"default_cfg": cfg, "credible_masses": masses}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", choices=("ship", "report"), default="ship")
     p.add_argument("--places", type=int, default=145_000, help="gazetteer places kept, by photo popularity")
-    p.add_argument("--steps", type=int, default=2500)
-    p.add_argument("--max-steps", type=int, default=1250,
-                   help="stop after this many steps of the --steps cosine schedule (CPU budget; default 1250)")
-    p.add_argument("--calibrate", action="store_true",
-                   help="fit split-conformal credible masses on NC/ND captions outside the test split (≈ 10 min)")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many steps of the --steps cosine schedule (default: all)")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="skip choosing default_cfg and the conformal credible masses on NC/ND captions outside "
+                        "the test split (≈ 5 min)")
     p.add_argument("--caption-repeat", type=int, default=8)
     p.add_argument("--prior-rows", type=int, default=20_000)
     p.add_argument("--threads", type=int, default=2)
@@ -128,8 +128,8 @@ def main() -> None:
         for name in ("config.json", "model.safetensors", "globeflow.json"):
             shutil.copy(Path(tmp) / name, args.out / name)
     t_train = time.perf_counter() - t0
-    if args.calibrate:
-        log.info("credible masses %s", fit_credible_masses(args.out, calibration_captions(caps)))
+    if not args.no_calibrate:
+        log.info("calibration %s", calibrate(args.out, calibration_captions(caps)))
     timing = {"wall_s": round(time.perf_counter() - t0, 1), "embed_wall_s": round(t_embed, 1),
               "train_wall_s": round(t_train - t_embed, 1),
               "cpu_s": round(time.process_time() - c0, 1)}
