@@ -507,6 +507,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--official-python", type=Path, default=OFFICIAL_PY)
     p.add_argument("--out", type=Path, default=None, help="JSONL file (default benchmarks/results/<date>-<machine>.jsonl)")
     p.add_argument("--doc", action="store_true", help="rewrite the results table in docs/performance.md")
+    p.add_argument("--doc-block", default="results",
+                   help="which marked block of docs/performance.md --doc rewrites (a new name is appended)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     unknown = set(args.goals.split(",")) - set(GOALS)
@@ -563,7 +565,7 @@ def main(argv=None) -> int:
                  fraction_of_fp32_peak={k: {n: round(v / peak32, 3) for n, v in d.items()} for k, d in shapes.items()},
                  counting="analytic matmul FLOPs of the network (2 per multiply-add); training = 3 x forward")
     if args.doc:
-        write_doc(out.rows, path)
+        write_doc(out.rows, path, args.doc_block)
     return 0
 
 
@@ -630,10 +632,13 @@ def table_lines(rows: list[dict], path: Path) -> list[str]:
     return lines
 
 
-def write_doc(rows: list[dict], path: Path) -> None:
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
+def write_doc(rows: list[dict], path: Path, block_name: str = "results") -> None:
+    """Replace the block between <!-- NAME:start --> and <!-- NAME:end --> (appended when missing)."""
+    start, end = f"<!-- {block_name}:start -->", f"<!-- {block_name}:end -->"
     text = DOC.read_text() if DOC.exists() else f"# Performance\n\n{start}\n{end}\n"
     block = "\n".join([start, *table_lines(rows, path), end])
+    if start not in text:
+        text += f"\n{start}\n{end}\n"
     text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     DOC.write_text(text)
 
