@@ -14,7 +14,8 @@ held-out authors (see globeflow.text.recipe), for the numbers in reports/text/.
 After training (unless --no-calibrate), the guidance weight ``default_cfg`` is chosen by NLL on the
 NonCommercial/NoDerivs captions of authors outside the test split (never training rows: their
 licences keep them out of the weights), and split-conformal credible masses are fitted on the same
-captions at that weight (globeflow.tuning); both go into globeflow.json.
+captions at that weight, and the best-guess rule of highest GeoScore there (globeflow.tuning); all go
+into globeflow.json. --calibrate-only redoes that step on the weights already in --out.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ import torch
 
 from globeflow import training as T
 from globeflow.checkpoints import ModelInfo
-from globeflow.encoders import get_encoder
 from globeflow import tuning
+from globeflow.encoders import get_encoder
+from globeflow.geolocator import Geolocator
 from globeflow.text import gazetteer as G
 from globeflow.text import recipe as R
 from globeflow.text.cache import embed_cached
@@ -74,17 +76,20 @@ def calibration_captions(caps: R.Captions) -> R.Captions:
 
 
 CFG_GRID = (-0.8, -0.6, -0.5, -0.4, -0.3, -0.2, -0.1, 0.0)
+BEST_GUESS_CFG_GRID = (-0.4, -0.2, 0.0, 0.5)  # weights tried for the expected-GeoScore best guess
 
 
 def calibrate(folder: Path, caps: R.Captions) -> dict:
-    """Choose ``default_cfg`` (lowest NLL over CFG_GRID), then fit split-conformal credible masses at it,
-    both on ``caps`` (never training rows); written to folder/globeflow.json."""
+    """Choose ``default_cfg`` (lowest NLL over CFG_GRID), then fit split-conformal credible masses and
+    the best-guess rule (highest GeoScore) at it, all on ``caps`` (never training rows); written to folder/globeflow.json."""
     emb = torch.from_numpy(embed_cached(list(caps.text), get_encoder("minilm-l6")))
     truth = torch.from_numpy(caps.latlon)
     note = f"NonCommercial/NoDerivs captions of {len(set(caps.author))} authors outside the test split"
     cfg = tuning.choose_default_cfg(folder, emb, truth, CFG_GRID, steps=32, note=note)
-    masses = tuning.fit_credible_masses(folder, emb, truth, note=note, samples=128, density_steps=32)
-    return {"default_cfg": cfg, "credible_masses": masses}
+    draws = tuning.own_samples(Geolocator.from_pretrained(folder), emb, samples=128)
+    masses = tuning.fit_credible_masses(folder, emb, truth, note=note, density_steps=32, draws=draws)
+    best = tuning.choose_best_guess(folder, emb, caps.latlon, draws, note=note, grid=BEST_GUESS_CFG_GRID)
+    return {"default_cfg": cfg, "credible_masses": masses, "best_guess": best}
 
 
 def main() -> None:
@@ -97,6 +102,9 @@ def main() -> None:
     p.add_argument("--no-calibrate", action="store_true",
                    help="skip choosing default_cfg and the conformal credible masses on NC/ND captions outside "
                         "the test split (≈ 5 min)")
+    p.add_argument("--calibrate-only", action="store_true",
+                   help="keep the weights in --out and only redo the calibration (adds calibrate_wall_s to "
+                        "training_time.json)")
     p.add_argument("--caption-repeat", type=int, default=8)
     p.add_argument("--prior-rows", type=int, default=20_000)
     p.add_argument("--threads", type=int, default=2)
@@ -105,6 +113,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     t0, c0 = time.perf_counter(), time.process_time()
+    if args.calibrate_only:
+        log.info("calibration %s", calibrate(args.out, calibration_captions(R.load_captions())))
+        path = args.out / "training_time.json"
+        timing = {**(json.loads(path.read_text()) if path.exists() else {}),
+                  "calibrate_wall_s": round(time.perf_counter() - t0, 1)}
+        path.write_text(json.dumps(timing, indent=1))
+        return
     gaz = G.load_gazetteer()
     chosen = select_places(gaz, args.places, args.split)
     caps = R.load_captions()

@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from globeflow.prediction import PREDICTION_COLUMNS, find_modes, summarize
+from globeflow.metrics import geoscore, haversine_km
+from globeflow.prediction import PREDICTION_COLUMNS, best_guess_index, find_modes, summarize
 from globeflow.sphere import EARTH_RADIUS_KM
 
 PARIS, SYDNEY, LIMA = (48.86, 2.35), (-33.87, 151.21), (-12.05, -77.04)
@@ -128,6 +129,24 @@ def test_summary_rows_dicts_and_countries():
     assert list(summarize(a, la, model="m", encoder="e").to_row()) == list(PREDICTION_COLUMNS)
 
 
+def test_best_guess_rules_pick_the_tallest_peak_or_the_most_mass():
+    """700 samples in a broad Paris cluster, 300 in a sharp Sydney one: the density rule takes a Sydney
+    sample (the tallest peak); the expected-GeoScore rule takes the Paris sample that maximises the
+    mean GeoScore over all samples, checked against a brute-force haversine computation."""
+    rng = np.random.default_rng(3)
+    a, la = vmf_sample(PARIS, kappa_for_km(400.0), 700, rng)
+    b, lb = vmf_sample(SYDNEY, kappa_for_km(30.0), 300, rng)
+    samples, lp = np.concatenate([a, b]), np.concatenate([la + math.log(0.7), lb + math.log(0.3)])
+    dens = best_guess_index(samples, lp, "density")
+    gs = best_guess_index(samples, lp, "geoscore")
+    assert gc_km(samples[dens], SYDNEY) < 100 and gc_km(samples[gs], PARIS) < 300
+    brute = geoscore(haversine_km(samples[:512, None, :], samples[None, :, :])).mean(1)
+    assert gs == int(np.argmax(brute))
+    pred = summarize(samples, lp, model="m", encoder="e", best_guess="geoscore")
+    assert pred.best_guess == tuple(samples[gs])
+    assert summarize(samples, lp, model="m", encoder="e").best_guess == tuple(samples[dens])
+
+
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="empty"):
         summarize(np.zeros((0, 2)), np.zeros(0), model="m", encoder="e")
@@ -135,6 +154,8 @@ def test_bad_inputs_raise_clear_errors():
         summarize(np.zeros((3, 2)), np.zeros(2), model="m", encoder="e")
     with pytest.raises(ValueError, match="truth_deg"):
         summarize(np.zeros((3, 2)), np.zeros(3), model="m", encoder="e", truth_deg=(100.0, 0.0))
+    with pytest.raises(ValueError, match="best guess rule 'median'"):
+        summarize(np.zeros((3, 2)), np.zeros(3), model="m", encoder="e", best_guess="median")
     with pytest.raises(ValueError, match="kernel_km"):
         find_modes(np.zeros((3, 2)), kernel_km=0)
 

@@ -157,3 +157,30 @@ def test_predict_texts_cli_keeps_order_and_truth(tmp_path, capsys):
             float(r["LON"]))
         assert -90 <= float(g["pred_lat"]) <= 90 and float(g["radius90_km"]) > 0
     assert "29 processed, 1 skipped" in capsys.readouterr().out
+
+
+def test_benchmark_scores_the_models_best_guess_and_both_rules():
+    """evaluate_model scores the best guess as predict() makes it (its own rule and weight) and, for
+    comparison, both rules on the density's own samples; the Markdown says which rule was used."""
+    import dataclasses
+
+    import torch
+
+    from globeflow.geolocator import Geolocator
+    from globeflow.metrics import point_metrics
+    from globeflow.text.benchmark import evaluate_model, markdown
+
+    base = Geolocator.from_pretrained(Path(__file__).parent / "models" / "rfm_hemisphere")
+    geo = Geolocator(base.net, dataclasses.replace(base.info, best_guess="geoscore", best_guess_cfg=-1.0))
+    rng = np.random.default_rng(0)
+    truth = np.stack([rng.uniform(20, 60, 12), rng.uniform(-120, 30, 12)], 1)
+    emb = np.tile(np.array([[1.0, 0.0]], np.float32), (12, 1))
+    r = evaluate_model(geo, emb, truth, samples=32, steps=8)
+    assert r["best_guess"] == "geoscore" and r["best_guess_cfg"] == -1.0
+    assert r["point"] == point_metrics(geo.point_estimate(torch.from_numpy(emb), 32, steps=8, seed=0).numpy(), truth)
+    assert set(r["point_by_rule"]) == {"density", "geoscore"}
+    md = markdown({"data": {"train_rows": {}, "test_captions": 12, "test_caption_authors": 3,
+                            "unseen_place_names": 0}, "settings": {"samples": 32, "steps": 8},
+                   "captions_unseen_users": {"rfm": r}})
+    assert "best of 32 samples by highest expected GeoScore under the model among samples at guidance -1" in md
+    assert "by highest density, GeoScore" in md

@@ -1,10 +1,12 @@
 """Post-training choices written into a model folder: default guidance weight and credible masses."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from globeflow import tuning
@@ -44,3 +46,35 @@ def test_credible_masses_are_fitted_and_stated(tmp_path):
     geo = Geolocator.from_pretrained(folder)
     assert geo.info.credible_masses == masses
     assert "split-conformal on 24 test rows" in geo.info.training["credible_masses_fit"]
+
+
+def test_best_guess_rule_and_weight_of_highest_held_out_geoscore_are_written_and_used(tmp_path):
+    from globeflow.metrics import geoscore, haversine_km
+    from globeflow.prediction import best_guess_index
+
+    folder = tmp_path / "m"
+    shutil.copytree(MODEL, folder)
+    emb, truth = held_out_rows()
+    geo = Geolocator.from_pretrained(folder)
+    latlon, lp = tuning.own_samples(geo, emb, samples=64, steps=8)
+    assert latlon.shape == (24, 64, 2) and lp.shape == (24, 64)
+    out = tuning.choose_best_guess(folder, emb, truth.numpy(), (latlon, lp), note="test rows", grid=(-1.0, 0.0),
+                                   steps=8)
+    scores = out["held_out_geoscore"]
+    assert set(scores) == {("density", 0.0), ("geoscore", 0.0), ("geoscore", -1.0)}
+    for rule in ("density", "geoscore"):  # recomputed from the draws, independently
+        best = np.stack([x[best_guess_index(x, l, rule)] for x, l in zip(latlon, lp)])
+        assert scores[(rule, 0.0)] == pytest.approx(geoscore(haversine_km(best, truth.numpy())).mean())
+    assert (out["rule"], out["cfg"]) == max(scores, key=scores.get)
+    # the prior (w = −1) ignores the hemisphere condition: its best guesses score lower
+    assert scores[("geoscore", -1.0)] < scores[("geoscore", 0.0)]
+    geo = Geolocator.from_pretrained(folder)
+    assert geo.info.best_guess == out["rule"] and geo.info.training["best_guess_selection"]["rows"] == 24
+    # predictions report the chosen rule's pick; a separate weight draws its own samples
+    geo = Geolocator(geo.net, dataclasses.replace(geo.info, best_guess="geoscore", best_guess_cfg=-1.0))
+    pred = geo.predict(emb[:2].numpy(), num_samples=64, steps=8, seed=0)
+    assert np.allclose([p.best_guess for p in pred], geo.point_estimate(emb[:2], 64, steps=8, seed=0).numpy(), atol=1e-5)
+    own = [p.samples[best_guess_index(p.samples, p.log_prob, "geoscore")] for p in pred]
+    assert not np.allclose([p.best_guess for p in pred], own, atol=1e-3)
+    explicit = geo.predict(emb[:2].numpy(), num_samples=64, steps=8, seed=0, cfg=0.0)  # cfg given: one set
+    assert all(p.best_guess == tuple(p.samples[best_guess_index(p.samples, p.log_prob, "geoscore")]) for p in explicit)

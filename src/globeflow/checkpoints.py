@@ -53,15 +53,21 @@ class ModelInfo:
     # stated credible level ("0.9") → the HPD mass that covers the truth that often on held-out data
     # (split-conformal, fitted by the training script); empty: regions use the nominal mass
     credible_masses: dict = field(default_factory=dict)
+    # how predictions pick the best guess among samples (prediction.best_guess_index): "density" =
+    # highest density (PLONK); "geoscore" = highest expected GeoScore, chosen on held-out data
+    best_guess: str = "density"
+    best_guess_cfg: float | None = None  # guidance weight of the samples the best guess is picked from (None = default_cfg)
 
     def to_dict(self) -> dict:
         return {"family": self.family, "schedule": self.schedule, "encoder": self.encoder,
                 "modality": self.modality, "sampler": self.sampler, "model_id": self.model_id,
-                "training": self.training, "default_cfg": self.default_cfg, "credible_masses": self.credible_masses}
+                "training": self.training, "default_cfg": self.default_cfg, "credible_masses": self.credible_masses,
+                "best_guess": self.best_guess, "best_guess_cfg": self.best_guess_cfg}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelInfo":
-        known = {"family", "schedule", "encoder", "modality", "sampler", "model_id", "training", "default_cfg", "credible_masses"}
+        known = {"family", "schedule", "encoder", "modality", "sampler", "model_id", "training", "default_cfg", "credible_masses",
+                 "best_guess", "best_guess_cfg"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"{METADATA_FILE}: unknown keys {sorted(unknown)}; expected a subset of {sorted(known)}")

@@ -261,11 +261,26 @@ class Geolocator:
         return lp.mean(dim=1) / (4 * math.pi * math.log(2))
 
     def point_estimate(self, embeddings, num_samples: int = 32, *, steps: int = 32, cfg: float | None = None,
-                       seed: int | Sequence[int] | None = 0) -> Tensor:
-        """Best-of-N: the sample of highest density among N for each embedding, (M, 2) degrees."""
-        latlon, lp = self.sample(embeddings, num_samples, steps=steps, cfg=cfg, seed=seed, return_log_prob=True)
-        best = lp.argmax(dim=1)
-        return latlon[torch.arange(latlon.shape[0]), best]
+                       seed: int | Sequence[int] | None = 0, rule: str | None = None) -> Tensor:
+        """Best of N samples for each embedding, (M, 2) degrees, picked by ``rule`` (None = the model's
+        ``best_guess``; see :func:`globeflow.prediction.best_guess_index`) among samples drawn at
+        guidance ``cfg`` (None = the model's ``best_guess_cfg``, or ``default_cfg`` when it has none)."""
+        from globeflow.prediction import best_guess_index
+
+        rule = rule or self.info.best_guess
+        w = cfg if cfg is not None else self.info.best_guess_cfg
+        if rule == "density":
+            latlon, lp = self.sample(embeddings, num_samples, steps=steps, cfg=w, seed=seed, return_log_prob=True)
+        else:  # the geoscore rule needs no densities: plain sampling is several times cheaper
+            latlon = self.sample(embeddings, num_samples, steps=steps, cfg=w, seed=seed)
+            lp = torch.zeros(latlon.shape[:2])
+        best = [best_guess_index(x.double().cpu().numpy(), l.double().cpu().numpy(), rule) for x, l in zip(latlon, lp)]
+        return latlon[torch.arange(latlon.shape[0]), torch.tensor(best)]
+
+    def separate_best_guess(self, cfg: float | None) -> bool:
+        """Whether predictions draw their best guess at ``best_guess_cfg`` apart from their samples."""
+        w = self.info.best_guess_cfg
+        return cfg is None and w is not None and float(w) != self.default_cfg
 
     # ------------------------------------------------------------ end to end
     @property
@@ -297,8 +312,10 @@ class Geolocator:
 
         Exactly one of ``inputs`` (paths, PIL images, or precomputed embeddings (N, D); one or many)
         or ``texts`` (strings, for text models). ``truths``: optional (N, 2) degrees carried into
-        the results. Samples, best guess (highest density), modes, 50/90 % credible regions,
-        country probabilities and localizability come from ``num_samples`` samples.
+        the results. Samples, modes, 50/90 % credible regions, country probabilities and localizability
+        come from ``num_samples`` samples at ``cfg`` (None = ``default_cfg``); the best guess is picked
+        by the model's ``best_guess`` rule from them, or, when ``cfg`` is None and the model has its
+        own ``best_guess_cfg``, from ``num_samples`` further samples at that weight.
         """
         from globeflow.prediction import summarize
 
@@ -314,11 +331,15 @@ class Geolocator:
                              f"load a {wanted} model (e.g. Geolocator.from_pretrained(modality='{wanted}'))")
         emb = np.atleast_2d(np.asarray(items, dtype=np.float32)) if is_embedding else self.embed(list(items))
         samples, log_prob = self.sample(emb, num_samples, steps=steps, cfg=cfg, seed=seed, return_log_prob=True)
+        points = [None] * len(emb)
+        if self.separate_best_guess(cfg):
+            points = self.point_estimate(emb, num_samples, steps=steps, seed=seed).double().cpu().numpy()
         names = list(ids) if ids is not None else [
             None if is_embedding else (str(x) if isinstance(x, (str, os.PathLike)) else None) for x in
             (items if not is_embedding else range(len(emb)))]
         truths = [None] * len(emb) if truths is None else list(np.asarray(truths, dtype=np.float64))
         return [summarize(samples[i].cpu().numpy(), log_prob[i].cpu().numpy(), model=self.model_id,
                           encoder=self.encoder_id or "", top_k=top_k, input_id=names[i], truth_deg=truths[i],
-                          credible_masses=self.info.credible_masses)
+                          credible_masses=self.info.credible_masses, best_guess=self.info.best_guess,
+                          best_guess_point=points[i])
                 for i in range(len(emb))]

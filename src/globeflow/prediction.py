@@ -21,6 +21,7 @@ import torch
 
 from globeflow.credible import CredibleRegion, credible_region
 from globeflow.geocoding import country_codes, country_probabilities
+from globeflow.metrics import GEOSCORE_SCALE_KM
 from globeflow.sphere import EARTH_RADIUS_KM, latlon_to_xyz, xyz_to_latlon
 
 PREDICTION_COLUMNS: tuple[str, ...] = (
@@ -29,6 +30,8 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
 )
 TRUTH_COLUMNS: tuple[str, ...] = ("true_lat", "true_lon")
 CREDIBLE_MASSES: tuple[float, ...] = (0.5, 0.9)
+BEST_GUESS_RULES: tuple[str, ...] = ("density", "geoscore")
+GEOSCORE_CANDIDATES = 512  # samples tried as the expected-GeoScore best guess (all K samples score each)
 MAX_SEEDS = 512  # mean-shift trajectories; further samples join the basin of their nearest seed
 
 
@@ -56,7 +59,7 @@ class Prediction:
     encoder: str
     samples: np.ndarray  # (K, 2) degrees
     log_prob: np.ndarray  # (K,) nats per steradian
-    best_guess: tuple[float, float]  # (lat, lon) degrees: the sample of highest density
+    best_guess: tuple[float, float]  # (lat, lon) degrees: a sample chosen by the model's rule (best_guess_index)
     localizability: float  # mean log-density of the samples (nats/sr) = minus the entropy
     modes: tuple[Mode, ...]
     regions: tuple[CredibleRegion, ...]  # HPD regions of mass 0.5 and 0.9
@@ -224,6 +227,25 @@ def find_modes(samples_deg: np.ndarray, *, kernel_km: float = 150.0, top_k: int 
     return modes[:top_k] if top_k else modes
 
 
+def best_guess_index(samples_deg: np.ndarray, log_prob: np.ndarray, rule: str = "density") -> int:
+    """Which of K samples ((K, 2) degrees, (K,) nats/sr) is the best guess.
+
+    ``"density"``: the sample of highest density (PLONK's best-of-N; sharp, favours the tallest peak).
+    ``"geoscore"``: the sample of highest expected GeoScore under the model,
+    mean_j 5000·exp(−d(x, s_j) / 1492.7 km) over all samples s_j (a Monte Carlo Bayes decision:
+    it favours the place with the most mass within ~1,500 km); the first GEOSCORE_CANDIDATES
+    samples are the candidates, so the cost is ≤ 512 × K distances.
+    """
+    if rule == "density":
+        return int(np.argmax(log_prob))
+    if rule != "geoscore":
+        raise ValueError(f"best guess rule {rule!r}: choose one of {BEST_GUESS_RULES}")
+    x = _to_xyz(samples_deg)
+    angle = _angles(x[:GEOSCORE_CANDIDATES], x)
+    gain = np.exp(-angle * (EARTH_RADIUS_KM / GEOSCORE_SCALE_KM)).mean(axis=1)
+    return int(np.argmax(gain))
+
+
 def calibrated_region(log_prob: np.ndarray, level: float, credible_masses: dict | None) -> CredibleRegion:
     """The region stated as ``level`` (e.g. 0.9), drawn at the calibrated HPD mass where one is given."""
     mass = float((credible_masses or {}).get(f"{level:g}", level))
@@ -233,8 +255,13 @@ def calibrated_region(log_prob: np.ndarray, level: float, credible_masses: dict 
 def summarize(samples_deg: np.ndarray, log_prob: np.ndarray, *, model: str, encoder: str, top_k: int = 5,
               kernel_km: float = 150.0, input_id: str | None = None,
               truth_deg: tuple[float, float] | np.ndarray | None = None,
-              credible_masses: dict | None = None) -> Prediction:
+              credible_masses: dict | None = None, best_guess: str = "density",
+              best_guess_point: tuple[float, float] | np.ndarray | None = None) -> Prediction:
     """Summarise (K, 2) degree samples and their (K,) log-densities (nats/sr) into a :class:`Prediction`.
+
+    best_guess: the rule of :func:`best_guess_index` (a model's ``best_guess`` field);
+    best_guess_point: a (lat, lon) degrees best guess chosen elsewhere (from samples at the model's
+    ``best_guess_cfg``), used instead of picking one from ``samples_deg``.
 
     credible_masses: optional {stated level: HPD mass} (a model's conformal calibration, e.g.
     {"0.9": 0.97}); each region keeps its stated level and is drawn at the calibrated mass.
@@ -251,7 +278,8 @@ def summarize(samples_deg: np.ndarray, log_prob: np.ndarray, *, model: str, enco
     if modes:
         ccs = country_codes(np.array([[m.lat, m.lon] for m in modes]))
         modes = [Mode(m.lat, m.lon, m.mass, m.radius_km, str(cc)) for m, cc in zip(modes, ccs)]
-    best = samples[int(np.argmax(lp))]
+    best = (samples[best_guess_index(samples, lp, best_guess)] if best_guess_point is None
+            else np.asarray(best_guess_point, dtype=np.float64).reshape(2))
     truth = None
     if truth_deg is not None:
         t = np.asarray(truth_deg, dtype=np.float64).reshape(-1)

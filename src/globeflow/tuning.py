@@ -1,6 +1,7 @@
 """Post-training choices fitted on held-out rows and written into a model folder's globeflow.json:
-the default guidance weight (``default_cfg``, lowest held-out NLL) and split-conformal credible
-masses (``credible_masses``), so that stated regions cover what they say on new inputs.
+the default guidance weight (``default_cfg``, lowest held-out NLL), split-conformal credible
+masses (``credible_masses``), so that stated regions cover what they say on new inputs, and the
+best-guess rule (``best_guess``, highest held-out GeoScore).
 
 Used by scripts/train_default.py (validation photographers) and scripts/train_text_model.py
 (captions never used for training).
@@ -17,6 +18,8 @@ import torch
 
 from globeflow.credible import conformal_masses, coverage_ranks
 from globeflow.geolocator import Geolocator
+from globeflow.metrics import geoscore, haversine_km
+from globeflow.prediction import BEST_GUESS_RULES, best_guess_index
 
 
 def _update_meta(folder: Path, **fields) -> None:
@@ -44,23 +47,55 @@ def choose_default_cfg(folder: Path, emb: torch.Tensor, truth: torch.Tensor, gri
     return {"chosen": best, "held_out_nll": curve}
 
 
-def own_sample_ranks(geo: Geolocator, emb: torch.Tensor, truth: torch.Tensor, samples: int = 128,
-                     steps: int = 32, density_steps: int = 64, batch: int = 64) -> np.ndarray:
-    """(M,) the smallest HPD mass whose region covers each truth, from each row's own samples
-    (default cfg; seeds 0..M−1), in batches of ``batch`` rows (bounded memory)."""
-    lp_truth = geo.log_prob(emb, truth, steps=density_steps).numpy()
-    lp = [geo.sample(emb[i:i + batch], samples, steps=steps, seed=list(range(i, min(i + batch, len(emb)))),
-                     return_log_prob=True)[1].numpy() for i in range(0, len(emb), batch)]
-    return coverage_ranks(lp_truth, np.concatenate(lp))
+def own_samples(geo: Geolocator, emb: torch.Tensor, samples: int = 128, steps: int = 32,
+                batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's own samples at the default cfg (seeds 0..M−1), in batches of ``batch`` rows:
+    (M, K, 2) degrees and their (M, K) log-densities, nats/sr."""
+    out = [geo.sample(emb[i:i + batch], samples, steps=steps, seed=list(range(i, min(i + batch, len(emb)))),
+                      return_log_prob=True) for i in range(0, len(emb), batch)]
+    return np.concatenate([x.numpy() for x, _ in out]), np.concatenate([lp.numpy() for _, lp in out])
 
 
 def fit_credible_masses(folder: Path, emb: torch.Tensor, truth: torch.Tensor, note: str, samples: int = 128,
-                        steps: int = 32, density_steps: int = 64, levels=(0.5, 0.9)) -> dict[str, float]:
-    """Split-conformal masses {level: HPD mass} on held-out rows, written to folder's globeflow.json."""
-    ranks = own_sample_ranks(Geolocator.from_pretrained(folder), emb, truth, samples, steps, density_steps)
+                        steps: int = 32, density_steps: int = 64, levels=(0.5, 0.9),
+                        draws: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+    """Split-conformal masses {level: HPD mass} on held-out rows, written to folder's globeflow.json.
+    ``draws``: the rows' own samples from :func:`own_samples` (drawn here when None)."""
+    geo = Geolocator.from_pretrained(folder)
+    _, lp = draws if draws is not None else own_samples(geo, emb, samples, steps)
+    ranks = coverage_ranks(geo.log_prob(emb, truth, steps=density_steps).numpy(), lp)
     masses = conformal_masses(ranks, levels)
     nominal = ", ".join(f"{lv:g}: {float((ranks <= lv).mean()):.3f}" for lv in levels)
     _update_meta(folder, credible_masses=masses, training={"credible_masses_fit": (
-        f"split-conformal on {len(ranks)} {note} ({samples} own samples each, {steps} steps); "
+        f"split-conformal on {len(ranks)} {note} ({lp.shape[1]} own samples each, {steps} steps); "
         f"nominal coverage there: {nominal}")})
     return masses
+
+
+def _mean_geoscore(points: np.ndarray, truth: np.ndarray) -> float:
+    return float(geoscore(haversine_km(points, truth)).mean())
+
+
+def choose_best_guess(folder: Path, emb: torch.Tensor, truth: np.ndarray, draws: tuple[np.ndarray, np.ndarray],
+                      note: str, grid: Sequence[float] = (), steps: int = 32, batch: int = 64) -> dict:
+    """Choose how predictions pick their best guess: the (rule, guidance weight) of highest mean GeoScore
+    on held-out rows, written to folder's globeflow.json as ``best_guess`` and ``best_guess_cfg``.
+
+    Candidates: both rules (:data:`globeflow.prediction.BEST_GUESS_RULES`) on the rows' own
+    :func:`own_samples` ``draws`` (default cfg), and the expected-GeoScore rule on as many fresh
+    samples at each further weight of ``grid``. ``truth``: (M, 2) degrees."""
+    geo = Geolocator.from_pretrained(folder)
+    latlon, lp = draws
+    truth = np.asarray(truth, dtype=np.float64)
+    scores = {(rule, geo.default_cfg): _mean_geoscore(
+        np.stack([x[best_guess_index(x, l, rule)] for x, l in zip(latlon, lp)]), truth) for rule in BEST_GUESS_RULES}
+    for w in (float(w) for w in grid if float(w) != geo.default_cfg):
+        points = [geo.point_estimate(emb[i:i + batch], latlon.shape[1], steps=steps, cfg=w, rule="geoscore",
+                                     seed=list(range(i, min(i + batch, len(emb))))).numpy()
+                  for i in range(0, len(emb), batch)]
+        scores[("geoscore", w)] = _mean_geoscore(np.concatenate(points), truth)
+    rule, w = max(scores, key=scores.get)
+    _update_meta(folder, best_guess=rule, best_guess_cfg=None if w == geo.default_cfg else w, training={
+        "best_guess_selection": {"held_out_geoscore": {f"{r} at cfg {c:g}": round(v, 1) for (r, c), v in scores.items()},
+                                 "rows": len(latlon), "samples": latlon.shape[1], "note": note}})
+    return {"rule": rule, "cfg": w, "held_out_geoscore": scores}

@@ -13,7 +13,8 @@ from pathlib import Path
 HELP = "geolocate photos or texts: best guess, uncertainty, countries, maps"
 DESCRIPTION = """Geolocate photos (files, folders, globs) or texts with a generative model.
 
-Each input gets a best guess (the sample of highest density), the radius of its
+Each input gets a best guess (by the model's rule: the sample of highest density, or of
+highest expected GeoScore for models calibrated that way), the radius of its
 50 % and 90 % credible regions, its most likely country and its localizability
 (mean log-density of the model's samples, nats per steradian: higher = easier to
 locate). Unreadable files are skipped and reported; the rest are processed.
