@@ -265,7 +265,7 @@ class Geolocator:
         """Best of N samples for each embedding, (M, 2) degrees, picked by ``rule`` (None = the model's
         ``best_guess``; see :func:`globeflow.prediction.best_guess_index`) among samples drawn at
         guidance ``cfg`` (None = the model's ``best_guess_cfg``, or ``default_cfg`` when it has none)."""
-        from globeflow.prediction import best_guess_index
+        from globeflow.prediction import best_guesses
 
         rule = rule or self.info.best_guess
         w = cfg if cfg is not None else self.info.best_guess_cfg
@@ -274,8 +274,7 @@ class Geolocator:
         else:  # the geoscore rule needs no densities: plain sampling is several times cheaper
             latlon = self.sample(embeddings, num_samples, steps=steps, cfg=w, seed=seed)
             lp = torch.zeros(latlon.shape[:2])
-        best = [best_guess_index(x.double().cpu().numpy(), l.double().cpu().numpy(), rule) for x, l in zip(latlon, lp)]
-        return latlon[torch.arange(latlon.shape[0]), torch.tensor(best)]
+        return torch.from_numpy(best_guesses(latlon.double().cpu().numpy(), lp.double().cpu().numpy(), rule)).to(latlon)
 
     def separate_best_guess(self, cfg: float | None) -> bool:
         """Whether predictions draw their best guess at ``best_guess_cfg`` apart from their samples."""

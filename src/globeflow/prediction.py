@@ -246,6 +246,11 @@ def best_guess_index(samples_deg: np.ndarray, log_prob: np.ndarray, rule: str = 
     return int(np.argmax(gain))
 
 
+def best_guesses(samples_deg: np.ndarray, log_prob: np.ndarray, rule: str = "density") -> np.ndarray:
+    """Row-wise :func:`best_guess_index`: (M, K, 2) degrees and (M, K) nats/sr → (M, 2) degrees."""
+    return np.stack([x[best_guess_index(x, lp, rule)] for x, lp in zip(samples_deg, log_prob)])
+
+
 def calibrated_region(log_prob: np.ndarray, level: float, credible_masses: dict | None) -> CredibleRegion:
     """The region stated as ``level`` (e.g. 0.9), drawn at the calibrated HPD mass where one is given."""
     mass = float((credible_masses or {}).get(f"{level:g}", level))

@@ -19,7 +19,7 @@ import torch
 from globeflow.credible import conformal_masses, coverage_ranks
 from globeflow.geolocator import Geolocator
 from globeflow.metrics import geoscore, haversine_km
-from globeflow.prediction import BEST_GUESS_RULES, best_guess_index
+from globeflow.prediction import BEST_GUESS_RULES, best_guesses
 
 
 def _update_meta(folder: Path, **fields) -> None:
@@ -87,8 +87,8 @@ def choose_best_guess(folder: Path, emb: torch.Tensor, truth: np.ndarray, draws:
     geo = Geolocator.from_pretrained(folder)
     latlon, lp = draws
     truth = np.asarray(truth, dtype=np.float64)
-    scores = {(rule, geo.default_cfg): _mean_geoscore(
-        np.stack([x[best_guess_index(x, l, rule)] for x, l in zip(latlon, lp)]), truth) for rule in BEST_GUESS_RULES}
+    scores = {(rule, geo.default_cfg): _mean_geoscore(best_guesses(latlon, lp, rule), truth)
+              for rule in BEST_GUESS_RULES}
     for w in (float(w) for w in grid if float(w) != geo.default_cfg):
         points = [geo.point_estimate(emb[i:i + batch], latlon.shape[1], steps=steps, cfg=w, rule="geoscore",
                                      seed=list(range(i, min(i + batch, len(emb))))).numpy()

@@ -27,7 +27,7 @@ from globeflow.checkpoints import load_checkpoint
 from globeflow.encoders import get_encoder
 from globeflow.geolocator import Geolocator
 from globeflow.metrics import calibration, haversine_km, nll_summary, point_metrics
-from globeflow.prediction import BEST_GUESS_RULES, best_guess_index, find_modes
+from globeflow.prediction import BEST_GUESS_RULES, best_guesses, find_modes
 from globeflow.text import gazetteer as G
 from globeflow.text import recipe as R
 from globeflow.text.cache import embed_cached
@@ -49,7 +49,8 @@ def separated_modes(samples_deg: np.ndarray, min_mass: float = 0.05, min_km: flo
 
 def evaluate_model(geo: Geolocator, emb: np.ndarray, truth: np.ndarray, *, samples: int, cfg: float | None = None,
                    steps: int = 32, masses=(0.5, 0.9)) -> dict:
-    """Point (best of ``samples`` by the model's ``best_guess`` rule; both rules reported), NLL, credible-region coverage, localizability vs error."""
+    """Point (best of ``samples`` as ``Geolocator.predict`` picks it; both rules on the density's own
+    samples reported too), NLL, credible-region coverage, localizability vs error."""
     t0 = time.perf_counter()
     latlon, lp = [], []
     for i in range(0, len(emb), 64):
@@ -57,8 +58,7 @@ def evaluate_model(geo: Geolocator, emb: np.ndarray, truth: np.ndarray, *, sampl
         latlon.append(x.numpy())
         lp.append(l.numpy())
     latlon, lp = np.concatenate(latlon), np.concatenate(lp)
-    points = {rule: np.stack([x[best_guess_index(x, l, rule)] for x, l in zip(latlon, lp)])
-              for rule in BEST_GUESS_RULES}  # picked from the density's own samples
+    points = {rule: best_guesses(latlon, lp, rule) for rule in BEST_GUESS_RULES}  # from the density's samples
     best = points[geo.info.best_guess]
     if geo.separate_best_guess(cfg):  # as Geolocator.predict: the best guess has its own weight
         best = np.concatenate([geo.point_estimate(emb[i:i + 64], samples, steps=steps, seed=i).numpy()
