@@ -85,21 +85,22 @@ class Field:
         out = self._combine(x.to(dtype), mod_c[:, None], None if mod_u is None else mod_u[:, None])
         return out.to(x.dtype)
 
-    def with_jacobian(self, x: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
-        """x (M, K, 3) → v (M, K, 3) and its ambient Jacobian ∂v/∂x (M, K, 3, 3) (forward mode).
-
-        ``J[..., i, j] = ∂v_i/∂x_j``, from three hand-written directional derivatives.
-        """
+    def directional(self, x: Tensor, gamma: Tensor, tangents: Tensor) -> tuple[Tensor, Tensor]:
+        """x (M, K, 3), tangents (M, K, T, 3) → v (M, K, 3) and J·tangents (M, K, T, 3) (forward mode)."""
         mod_c, mod_u = self.modulations(gamma)
         dtype = mod_c.dtype
-        xs = x.to(dtype)
-        eye = torch.eye(3, dtype=dtype, device=xs.device).expand(*xs.shape[:-1], 3, 3)
-        v, jt = self.net.apply_jvp(xs, eye, mod_c[:, None])
+        xs, ts = x.to(dtype), tangents.to(dtype)
+        v, jt = self.net.apply_jvp(xs, ts, mod_c[:, None])
         if mod_u is not None:
-            vu, jtu = self.net.apply_jvp(xs, eye, mod_u[:, None])
+            vu, jtu = self.net.apply_jvp(xs, ts, mod_u[:, None])
             v, jt = (1 + self.cfg) * v - self.cfg * vu, (1 + self.cfg) * jt - self.cfg * jtu
-        # jt[..., j, :] = J e_j = column j of J
-        return v.to(x.dtype), jt.transpose(-1, -2).to(x.dtype)
+        return v.to(x.dtype), jt.to(x.dtype)
+
+    def with_jacobian(self, x: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
+        """x (M, K, 3) → v (M, K, 3) and its ambient Jacobian ∂v/∂x (M, K, 3, 3), ``J[..., i, j] = ∂v_i/∂x_j``."""
+        eye = torch.eye(3, dtype=x.dtype, device=x.device).expand(*x.shape[:-1], 3, 3)
+        v, jt = self.directional(x, gamma, eye)  # jt[..., j, :] = J e_j = column j of J
+        return v, jt.transpose(-1, -2)
 
 
 def time_grid(steps: int, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -115,17 +116,8 @@ class SampleOutput:
     log_prob: Tensor | None  # (M, K) nats per steradian of the discrete sampler's output (rfm), else None
 
 
-def _tangent_basis(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Orthonormal e1, e2 tangent at unit x with e1 × e2 = x."""
-    e1 = sphere._any_perpendicular(x)
-    return e1, torch.linalg.cross(x, e1, dim=-1)
-
-
-def _sphere_step_logdet(x: Tensor, z: Tensor, Dz: Tensor) -> Tensor:
-    """log|det| of x ↦ normalize(z(x)) restricted to tangent planes; Dz (..., 3, 3) ambient Jacobian."""
-    e1, e2 = _tangent_basis(x)
-    a = (Dz @ e1[..., None])[..., 0]
-    b = (Dz @ e2[..., None])[..., 0]
+def _sphere_step_logdet(z: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """log|det| of x ↦ normalize(z(x)) on tangent planes, from Dz·e1 = a and Dz·e2 = b (..., 3)."""
     y = sphere.normalize(z)
     det = (y * torch.linalg.cross(a, b, dim=-1)).sum(-1) / (z * z).sum(-1)
     return torch.log(det.abs())
@@ -142,32 +134,37 @@ def _rfm_step(field: Field, x: Tensor, g0: Tensor, g1: Tensor, method: str) -> T
     return x + 0.5 * h * (v1 + v2)
 
 
+def _sphere_field_jvp(field: Field, x: Tensor, g: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
+    """f = P(x)·v(x, g) at unit x (..., 3) and its derivatives along tangent directions dx (..., T, 3).
+
+    d/dx [P v]·u = P J u − (x·v) u − x (v·u) for tangent u.
+    """
+    v, Ju = field.directional(x, g, dx)
+    xv = (x * v).sum(-1)[..., None, None]
+    vu = (dx * v[..., None, :]).sum(-1, keepdim=True)
+    df = sphere.project_tangent(x[..., None, :], Ju) - xv * dx - x[..., None, :] * vu
+    return sphere.project_tangent(x, v), df
+
+
 def _rfm_step_with_logdet(field: Field, x: Tensor, g0: Tensor, g1: Tensor, method: str) -> tuple[Tensor, Tensor]:
-    """Step and its tangent log-determinant, by forward-mode differentiation of the step map."""
+    """Step and its tangent log-determinant, by forward-mode derivatives along two tangent directions."""
     h = g1 - g0
+    basis = torch.stack(sphere.tangent_basis(x), dim=-2)  # (..., 2, 3)
     if method == "euler":
-        v, J = field.with_jacobian(x, g0)
+        v, Ju = field.directional(x, g0, basis)
         z = x + h * v
-        Dz = torch.eye(3, dtype=x.dtype, device=x.device) + h * J
-        return z, _sphere_step_logdet(x, z, Dz)
-    v1, J1 = field.with_jacobian(x, g0)
-    P0 = torch.eye(3, dtype=x.dtype, device=x.device) - x[..., :, None] * x[..., None, :]
-    # d/dx [P(x) v(x)] for |x| = 1 along tangent directions: P J − (x·v) I − x vᵀ (the last term is radial)
-    dv1 = P0 @ J1 - (x * v1).sum(-1)[..., None, None] * torch.eye(3, dtype=x.dtype, device=x.device) - x[..., :, None] * v1[..., None, :]
-    f1 = sphere.project_tangent(x, v1)
+        dz = basis + h * Ju
+        return z, _sphere_step_logdet(z, dz[..., 0, :], dz[..., 1, :])
+    f1, df1 = _sphere_field_jvp(field, x, g0, basis)
     w = x + h * f1
     n = w.norm(dim=-1, keepdim=True)
     x_pred = w / n
-    Dw = torch.eye(3, dtype=x.dtype, device=x.device) + h * dv1
-    Px = torch.eye(3, dtype=x.dtype, device=x.device) - x_pred[..., :, None] * x_pred[..., None, :]
-    Dxp = Px @ Dw / n[..., None]
-    v2, J2 = field.with_jacobian(x_pred, g1)
-    dv2 = (Px @ J2 - (x_pred * v2).sum(-1)[..., None, None] * torch.eye(3, dtype=x.dtype, device=x.device)
-           - x_pred[..., :, None] * v2[..., None, :])
-    f2 = sphere.project_tangent(x_pred, v2)
+    dw = basis + h * df1
+    dxp = sphere.project_tangent(x_pred[..., None, :], dw) / n[..., None]
+    f2, df2 = _sphere_field_jvp(field, x_pred, g1, dxp)
     z = x + 0.5 * h * (f1 + f2)
-    Dz = torch.eye(3, dtype=x.dtype, device=x.device) + 0.5 * h * (dv1 + dv2 @ Dxp)
-    return z, _sphere_step_logdet(x, z, Dz)
+    dz = basis + 0.5 * h * (df1 + df2)
+    return z, _sphere_step_logdet(z, dz[..., 0, :], dz[..., 1, :])
 
 
 def sample_rfm(field: Field, x: Tensor, gammas: Tensor, method: str = "euler",

@@ -73,6 +73,12 @@ def _any_perpendicular(x: Tensor) -> Tensor:
     return normalize(torch.linalg.cross(x, helper, dim=-1))
 
 
+def tangent_basis(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Orthonormal e1, e2 (..., 3) tangent at unit x (..., 3), with e1 × e2 = x."""
+    e1 = _any_perpendicular(x)
+    return e1, torch.linalg.cross(x, e1, dim=-1)
+
+
 def log_map(x: Tensor, y: Tensor) -> Tensor:
     """Riemannian logarithm log_x(y): tangent vector at x of length angle(x, y) pointing to y.
 

@@ -14,6 +14,7 @@ import math
 import torch
 from torch import Tensor
 
+from globeflow import sphere
 from globeflow.sphere import normalize
 
 _SMALL_KAPPA = 1e-4
@@ -52,17 +53,6 @@ def mixture_log_prob(x: Tensor, log_weights: Tensor, mu: Tensor, kappa: Tensor) 
     return torch.logsumexp(log_weights + comp, dim=-1)
 
 
-def _tangent_basis(mu: Tensor) -> tuple[Tensor, Tensor]:
-    """Two unit vectors orthonormal to each (..., 3) unit μ."""
-    helper = torch.zeros_like(mu)
-    use_z = mu[..., 2].abs() < 0.9
-    helper[..., 2] = use_z.to(mu.dtype)
-    helper[..., 0] = (~use_z).to(mu.dtype)
-    e1 = normalize(torch.linalg.cross(mu, helper, dim=-1))
-    e2 = torch.linalg.cross(mu, e1, dim=-1)
-    return e1, e2
-
-
 def sample(mu: Tensor, kappa: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
     """One exact draw per (..., 3) μ with (...) κ (Wood 1994 for p = 3), in float64 → (..., 3).
 
@@ -78,7 +68,7 @@ def sample(mu: Tensor, kappa: Tensor, *, generator: torch.Generator | None = Non
     w = 1.0 - one_minus_w
     sin_t = torch.sqrt((one_minus_w * (2.0 - one_minus_w)).clamp_min(0.0))
     phi = 2.0 * math.pi * torch.rand(mu.shape[:-1], generator=generator, dtype=torch.float64)
-    e1, e2 = _tangent_basis(mu)
+    e1, e2 = sphere.tangent_basis(mu)
     x = w[..., None] * mu + sin_t[..., None] * (torch.cos(phi)[..., None] * e1 + torch.sin(phi)[..., None] * e2)
     return normalize(x)
 
