@@ -62,8 +62,9 @@ class Plan:
     energy_perms: int = 500
     trained_steps: int = 1500  # the small MP-16 model (dim 64, depth 2) when tests/models has none
     map_points_official: int = 1024
-    map_steps: int = 64  # RK4 steps of the exact map when the density goal does not pick them (its ≤ 1e-2
-    # Riemannian pick in the 2026-11-27 full-size CPU run)
+    map_step_candidates: tuple = (32, 48, 64, 96)  # RK4 steps of the exact map: the fewest within 1e-2 nats
+    map_check_points: int = 32  # per kind (random cell centres, the photo's own samples) in that check
+    map_ref_steps: int = 256  # float64 RK4 reference of the check
     map_points_globeflow: int = 256
     map_res_tv: float = 10.0  # resolution of the exact map the preview is checked against
     map_rss_res: tuple = (30.0, 20.0)  # two grid resolutions: peak RSS must not grow with the grid
@@ -77,7 +78,8 @@ class Plan:
 
 QUICK = Plan(dim=128, depth=4, cond_dim=256, density_points=8, curve_steps=(4, 16, 64), ref_steps=128,
              official_rtols=(1e-3, 1e-6), photos=16, per_photo=64, sample_steps=(32, 250), energy_n=2000,
-             energy_perms=200, trained_steps=600, map_points_official=128, map_points_globeflow=128, map_steps=32,
+             energy_perms=200, trained_steps=600, map_points_official=128, map_points_globeflow=128, map_step_candidates=(16, 32, 64),
+             map_check_points=16, map_ref_steps=128,
              map_res_tv=15.0, map_rss_res=(30.0, 15.0), preview_samples=2048, train_steps=4, conv_dim=64,
              conv_depth=2, conv_steps=300)
 
@@ -412,10 +414,28 @@ def peak_rss_grid(folder: Path, res: float, steps: int, chunk: int) -> dict:
             "progress_bar_seen": bar}
 
 
+def map_steps_within(geo: Geolocator, emb: torch.Tensor, cells: np.ndarray, plan: Plan, rng: np.random.Generator,
+                     candidates: tuple, tol: float = 1e-2) -> tuple[int, dict]:
+    """The fewest RK4 steps among ``candidates`` whose Riemannian log-density is within ``tol`` nats of a
+    float64 RK4 reference, on random cell centres and on the photo's own samples (where its mass is)."""
+    n = plan.map_check_points
+    own = geo.sample(emb, n, steps=32, seed=0)[0].double().numpy()
+    pts = np.concatenate([cells[rng.choice(len(cells), n, replace=False)], own])[None]
+    ref = geo.log_prob(emb, pts, steps=plan.map_ref_steps, dtype=torch.float64)[0]
+    half = geo.log_prob(emb, pts, steps=plan.map_ref_steps // 2, dtype=torch.float64)[0]
+    errors = {str(s): float((geo.log_prob(emb, pts, steps=s)[0].double() - ref).abs().max()) for s in candidates}
+    ok = [s for s in candidates if errors[str(s)] <= tol]
+    return (min(ok) if ok else max(candidates)), {
+        "reference": f"float64 RK4 {plan.map_ref_steps} steps, within {float((ref - half).abs().max()):.1e} "
+                     f"nats of {plan.map_ref_steps // 2}", "points": f"{n} random cell centres + {n} own samples",
+        "max_error_nats_by_steps": errors}
+
+
 def goal_maps(out: Out, off: Official, geo: Geolocator, folder: Path, plan: Plan, rng: np.random.Generator,
-              steps_1e2: int) -> None:
+              candidates: tuple) -> None:
     emb = torch.from_numpy(rng.standard_normal((1, geo.net.config.cond_dim)).astype(np.float32))
     full_pts, full_area = _grid_points(1.0)
+    steps_1e2, check = map_steps_within(geo, emb, full_pts, plan, rng, candidates)
     # exact: time a chunk of cell centres on each side and extrapolate to 64,800
     lat_o = np.arange(-90, 91, 1.0)
     lon_o = np.arange(-180, 181, 1.0)
@@ -435,7 +455,9 @@ def goal_maps(out: Out, off: Official, geo: Geolocator, folder: Path, plan: Plan
     out.emit("map_exact", grid="180x360 cell centres (1°)", points=n, globeflow_steps=steps_1e2,
              official=official,
              globeflow={"seconds_extrapolated": ours_per_point * n, "measured_points": len(sub),
-                        "measured_seconds": sec, "tolerance_nats": 1e-2},
+                        "measured_seconds": sec, "tolerance_nats": 1e-2,
+                        "within_tolerance": check["max_error_nats_by_steps"][str(steps_1e2)] <= 1e-2,
+                        "accuracy_check": check},
              ratio_speed=ratio(off_per_point, ours_per_point) if off_per_point else None)
     rss = [peak_rss_grid(folder, res, steps_1e2, 64) for res in plan.map_rss_res]
     out.emit("map_streamed", globeflow=rss, chunk=64,
@@ -520,7 +542,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="cell centres the official map solve is timed on (default 1,024 full, 128 quick; "
                         "0 skips it: at full size on 2 CPU cores it runs for more than 35 minutes)")
     p.add_argument("--map-steps", type=int, default=None,
-                   help="RK4 steps of the exact map when --goals has no density (default 64 full, 32 quick)")
+                   help="RK4 steps of the exact map (default: the fewest of 32/48/64/96, or 16/32/64 quick, within "
+                        "1e-2 nats of a float64 reference on the map's photo)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     unknown = set(args.goals.split(",")) - set(GOALS)
@@ -553,10 +576,8 @@ def main(argv=None) -> int:
         try:
             folder = tmp / "random"
             geo = make_shared_model(off, folder, plan, args.seed)
-            steps_1e2 = args.map_steps or plan.map_steps
             if "density" in goals:
-                picks = goal_density(out, off, geo, plan, f"random dim {plan.dim} depth {plan.depth}", rng)
-                steps_1e2 = picks.get(("riemannian", 1e-2), steps_1e2)
+                goal_density(out, off, geo, plan, f"random dim {plan.dim} depth {plan.depth}", rng)
                 tfolder, desc = trained_model(plan, Path(tempfile.gettempdir()) / "globeflow-bench-models")
                 off.call("init", name="trained", folder=str(tfolder), threads=off.threads)
                 goal_density(out, off, Geolocator.from_pretrained(tfolder, family="rfm"), plan, desc, rng,
@@ -566,7 +587,8 @@ def main(argv=None) -> int:
                 tfolder, desc = trained_model(plan, Path(tempfile.gettempdir()) / "globeflow-bench-models")
                 goal_energy(out, off, plan, tfolder, desc)
             if "maps" in goals:
-                goal_maps(out, off, geo, folder, plan, rng, steps_1e2)
+                goal_maps(out, off, geo, folder, plan, rng,
+                          (args.map_steps,) if args.map_steps else plan.map_step_candidates)
             if "training" in goals:
                 goal_training(out, off, plan, tmp, shapes)
         finally:
@@ -622,9 +644,14 @@ def table_lines(rows: list[dict], path: Path) -> list[str]:
                          f"({'rejected' if r['rejected_at_0_01'] else 'not rejected'} at 0.01) | – |")
         elif g == "map_exact":
             off = r["official"]
-            off_s = f"{_fmt(off['seconds_extrapolated'])} s" if "seconds_extrapolated" in off else off.get("note", "–")
+            off_s = (f"{_fmt(off['seconds_extrapolated'])} s (dopri5 1e-6, {off['measured_points']} pts in "
+                     f"{_fmt(off['measured_seconds'])} s, NFE {off['nfe'][0]})") if "seconds_extrapolated" in off \
+                else off.get("note", "–")
+            gf = r["globeflow"]
+            err = gf.get("accuracy_check", {}).get("max_error_nats_by_steps", {}).get(str(r["globeflow_steps"]))
+            err_s = f", max err {_fmt(err)} nats" if err is not None else ""
             lines.append(f"| exact map 180×360 | extrapolated | {off_s} | "
-                         f"{_fmt(r['globeflow']['seconds_extrapolated'])} s ({r['globeflow_steps']} RK4 steps) | "
+                         f"{_fmt(gf['seconds_extrapolated'])} s ({r['globeflow_steps']} RK4 steps{err_s}) | "
                          f"{_fmt(r['ratio_speed'])} |")
         elif g == "map_streamed":
             cells = ", ".join(f"{x['points']} pts: {x['peak_rss_mb']:.0f} MB" for x in r["globeflow"])

@@ -187,10 +187,14 @@ class Geolocator:
         M = max(emb.shape[0], ll.shape[0])
         if emb.shape[0] not in (1, M) or ll.shape[0] not in (1, M):
             raise ValueError(f"cannot broadcast {emb.shape[0]} embeddings against {ll.shape[0]} coordinate rows")
-        emb, ll = emb.expand(M, -1), ll.expand(M, -1, -1)
+        K = ll.shape[1]
+        # one embedding for every row: a single field over all points, its conditioning (and an R³
+        # model's radial shell) computed once, not once per row
+        ll = ll.reshape(1, -1, 2) if emb.shape[0] == 1 else ll.expand(M, -1, -1)
         x = sphere.latlon_to_xyz(ll).to(device=self.device, dtype=dt)
         with torch.no_grad():  # forward-mode Jacobians need no autograd graph (it would grow with steps)
             out, nfe = self._log_prob_xyz(net, emb, x, cfg, divergence, solver, steps, radial_nodes)
+        out = out.reshape(M, K)
         if units == "bits_per_dim_official":
             out = out / (3 * math.log(2))
         out = out[:, 0] if squeeze else out
