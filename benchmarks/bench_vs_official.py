@@ -78,8 +78,8 @@ class Plan:
 
 QUICK = Plan(dim=128, depth=4, cond_dim=256, density_points=8, curve_steps=(4, 16, 64), ref_steps=128,
              official_rtols=(1e-3, 1e-6), photos=16, per_photo=64, sample_steps=(32, 250), energy_n=2000,
-             energy_perms=200, trained_steps=600, map_points_official=128, map_points_globeflow=128, map_step_candidates=(16, 32, 64),
-             map_check_points=16, map_ref_steps=128,
+             energy_perms=200, trained_steps=600, map_points_official=128, map_points_globeflow=128,
+             map_step_candidates=(16, 32, 64), map_check_points=16, map_ref_steps=128,
              map_res_tv=15.0, map_rss_res=(30.0, 15.0), preview_samples=2048, train_steps=4, conv_dim=64,
              conv_depth=2, conv_steps=300)
 

@@ -49,7 +49,8 @@ DEFAULT_FAST_STEPS = 128
 FAST_STEPS_ACCURACY = (
     "fast solver: classical RK4 with 128 uniform steps in gamma (512 network evaluations, each with "
     "hand-written forward-mode derivatives along two tangent directions, riemannian, or three, "
-    "ambient). On the random-weight reference fixture: max error 2.5e-4 nats at cfg 0 and 8.1e-4 at cfg 2 (riemannian and ambient); 32 steps stay under 1e-2. On small "
+    "ambient). On the random-weight reference fixture: max error 2.5e-4 nats at cfg 0 and 8.1e-4 at "
+    "cfg 2 (riemannian and ambient); 32 steps stay under 1e-2. On small "
     "trained models the field is sharp near the data end and errors at low-density points are larger "
     "(measured up to ~0.07 nats at 128 steps on tests/models/rfm_uncond): raise `steps` there"
 )

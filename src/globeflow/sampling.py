@@ -97,7 +97,7 @@ class Field:
         return v.to(x.dtype), jt.to(x.dtype)
 
     def with_jacobian(self, x: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
-        """x (M, K, 3) → v (M, K, 3) and its ambient Jacobian ∂v/∂x (M, K, 3, 3), ``J[..., i, j] = ∂v_i/∂x_j``."""
+        """x (M, K, 3) → v (M, K, 3) and its ambient Jacobian (M, K, 3, 3), ``J[..., i, j] = ∂v_i/∂x_j``."""
         eye = torch.eye(3, dtype=x.dtype, device=x.device).expand(*x.shape[:-1], 3, 3)
         v, jt = self.directional(x, gamma, eye)  # jt[..., j, :] = J e_j = column j of J
         return v, jt.transpose(-1, -2)
