@@ -126,7 +126,7 @@ def calibrate_predictions(target: Path, val) -> dict:
     masses = tuning.fit_credible_masses(target, emb, truth, note="validation photos", draws=draws)
     best = tuning.choose_best_guess(target, emb, val.latlon, draws, note="validation photos",
                                     grid=BEST_GUESS_CFG_GRID)
-    scores = {f"{r} at cfg {w:g}": round(v, 1) for (r, w), v in best["held_out_geoscore"].items()}
+    scores = tuning.score_labels(best["held_out_geoscore"])
     return {"credible_masses": masses, "best_guess": {"rule": best["rule"], "cfg": best["cfg"],
                                                       "validation_geoscore": scores}}
 

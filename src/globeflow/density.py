@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from globeflow import sphere
-from globeflow.sampling import DIFFUSION_SIGMA_RANGE, Field
+from globeflow.sampling import DIFFUSION_SIGMA_RANGE, Field, sphere_field_jvp
 
 DIVERGENCES = ("riemannian", "ambient")
 SOLVERS = ("fast", "official")
@@ -59,17 +59,16 @@ FAST_STEPS_ACCURACY = (
 def _sphere_rhs(field: Field, x: Tensor, gamma: Tensor, mode: str) -> tuple[Tensor, Tensor]:
     """d/dγ of (x, L) for x (M, K, 3).
 
-    ``riemannian``: at x normalised, f = P v with surface divergence Σ_i e_iᵀ J e_i − 2 x·v over a
-    tangent basis (= tr J − xᵀJx − 2 x·v), two directional derivatives. ``ambient``: v and tr J (three).
+    ``riemannian``: at x normalised, f = P v with surface divergence Σ_i e_i·(Df e_i) over a tangent
+    basis (= tr J − xᵀJx − 2 x·v), two directional derivatives. ``ambient``: v and tr J (three).
     """
     if mode == "ambient":
         v, J = field.with_jacobian(x, gamma)
         return v, J.diagonal(dim1=-2, dim2=-1).sum(-1)
     x = sphere.normalize(x)
     basis = torch.stack(sphere.tangent_basis(x), dim=-2)  # (M, K, 2, 3)
-    v, Je = field.directional(x, gamma, basis)
-    div = (basis * Je).sum((-1, -2)) - 2 * (x * v).sum(-1)
-    return sphere.project_tangent(x, v), div
+    f, df = sphere_field_jvp(field, x, gamma, basis)
+    return f, (basis * df).sum((-1, -2))
 
 
 def _rk4(rhs, x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:

@@ -134,7 +134,7 @@ def _rfm_step(field: Field, x: Tensor, g0: Tensor, g1: Tensor, method: str) -> T
     return x + 0.5 * h * (v1 + v2)
 
 
-def _sphere_field_jvp(field: Field, x: Tensor, g: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
+def sphere_field_jvp(field: Field, x: Tensor, g: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
     """f = P(x)·v(x, g) at unit x (..., 3) and its derivatives along tangent directions dx (..., T, 3).
 
     d/dx [P v]·u = P J u − (x·v) u − x (v·u) for tangent u.
@@ -155,13 +155,13 @@ def _rfm_step_with_logdet(field: Field, x: Tensor, g0: Tensor, g1: Tensor, metho
         z = x + h * v
         dz = basis + h * Ju
         return z, _sphere_step_logdet(z, dz[..., 0, :], dz[..., 1, :])
-    f1, df1 = _sphere_field_jvp(field, x, g0, basis)
+    f1, df1 = sphere_field_jvp(field, x, g0, basis)
     w = x + h * f1
     n = w.norm(dim=-1, keepdim=True)
     x_pred = w / n
     dw = basis + h * df1
     dxp = sphere.project_tangent(x_pred[..., None, :], dw) / n[..., None]
-    f2, df2 = _sphere_field_jvp(field, x_pred, g1, dxp)
+    f2, df2 = sphere_field_jvp(field, x_pred, g1, dxp)
     z = x + 0.5 * h * (f1 + f2)
     dz = basis + 0.5 * h * (df1 + df2)
     return z, _sphere_step_logdet(z, dz[..., 0, :], dz[..., 1, :])

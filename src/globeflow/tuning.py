@@ -76,6 +76,11 @@ def _mean_geoscore(points: np.ndarray, truth: np.ndarray) -> float:
     return float(geoscore(haversine_km(points, truth)).mean())
 
 
+def score_labels(scores: dict[tuple[str, float], float]) -> dict[str, float]:
+    """{(rule, cfg): GeoScore} → {"rule at cfg w": GeoScore rounded to 0.1}, as written to globeflow.json."""
+    return {f"{r} at cfg {c:g}": round(v, 1) for (r, c), v in scores.items()}
+
+
 def choose_best_guess(folder: Path, emb: torch.Tensor, truth: np.ndarray, draws: tuple[np.ndarray, np.ndarray],
                       note: str, grid: Sequence[float] = (), steps: int = 32, batch: int = 64) -> dict:
     """Choose how predictions pick their best guess: the (rule, guidance weight) of highest mean GeoScore
@@ -96,6 +101,6 @@ def choose_best_guess(folder: Path, emb: torch.Tensor, truth: np.ndarray, draws:
         scores[("geoscore", w)] = _mean_geoscore(np.concatenate(points), truth)
     rule, w = max(scores, key=scores.get)
     _update_meta(folder, best_guess=rule, best_guess_cfg=None if w == geo.default_cfg else w, training={
-        "best_guess_selection": {"held_out_geoscore": {f"{r} at cfg {c:g}": round(v, 1) for (r, c), v in scores.items()},
+        "best_guess_selection": {"held_out_geoscore": score_labels(scores),
                                  "rows": len(latlon), "samples": latlon.shape[1], "note": note}})
     return {"rule": rule, "cfg": w, "held_out_geoscore": scores}
