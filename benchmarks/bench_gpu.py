@@ -34,7 +34,7 @@ from plonk.models.preprocessing import GPStoCartesian  # noqa: E402
 from plonk.models.pretrained_models import Plonk  # noqa: E402
 from plonk.models.schedulers import SigmoidScheduler  # noqa: E402
 
-from globeflow import sphere  # noqa: E402
+from globeflow import density, sphere  # noqa: E402
 from globeflow import training as T  # noqa: E402
 from globeflow.geolocator import Geolocator  # noqa: E402
 
@@ -98,7 +98,7 @@ def goal_density(fh, pipe, geo: Geolocator, args) -> None:
         curve = []
         for steps in args.curve_steps:
             lp, sec = timed(lambda: geo.log_prob(emb, latlon[None], divergence=div, steps=steps)[0], args.reps)
-            curve.append({"steps": steps, "nfe": 4 * steps, "points_per_s": args.points / sec,
+            curve.append({"steps": steps, "nfe": density.fast_evaluations(steps), "points_per_s": args.points / sec,
                           "max_abs_err": float((lp.double().cpu() - ref).abs().max())})
         row = {"divergence": div, "points": args.points, "reference": f"globeflow float64 RK4 {args.ref_steps} steps",
                "reference_vs_half_steps": float((ref - half).abs().max()), "globeflow": curve}

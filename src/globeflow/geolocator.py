@@ -208,14 +208,14 @@ class Geolocator:
             if solver == "official":
                 return density.sphere_log_prob_official(field, x, self.schedule, divergence)
             return self._chunked(net, emb, x, cfg, lambda f, xs, rows: density.sphere_log_prob_fast(
-                f, xs, grid, divergence)), 4 * steps
+                f, xs, grid, divergence)), density.fast_evaluations(steps)
         if solver == "official":
             raise ValueError("solver='official' exists only for the official (ambient or rfm) likelihood; "
                              "R³ families use the fast radial solver")
         shell = self._radial_shell(emb, cfg)
         return self._chunked(net, emb, x, cfg, lambda f, xs, rows: density.direction_log_prob(
             f, self.family, xs, shell.rows(rows), grid, radial_nodes), max_points=max(1, 16384 // radial_nodes)), \
-            4 * steps * radial_nodes
+            density.fast_evaluations(steps) * radial_nodes
 
     def _chunked(self, net: Denoiser, emb: Tensor, x: Tensor, cfg: float, fn, max_points: int = 4096) -> Tensor:
         """fn(field, x chunk, row slice) over chunks of at most ``max_points`` points (M, K)."""
