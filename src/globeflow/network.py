@@ -140,14 +140,24 @@ class Denoiser(nn.Module):
         parts = [block.ada_map[1](c) for block in self.blocks] + [self.final_adaln[1](c)]
         return torch.cat(parts, dim=-1)
 
+    def split_modulation(self, mod: Tensor) -> tuple[Tensor, ...]:
+        """(..., P) → per block (..., 3·dim) and the final (..., 2·dim), as views.
+
+        One split rather than a slice per block: its backward is one concatenation, where each
+        slice's backward would fill and add a zero tensor of the full width (B × P).
+        """
+        d = self.config.dim
+        return mod.split([3 * d] * len(self.blocks) + [2 * d], dim=-1)
+
     def apply(self, y: Tensor, mod: Tensor) -> Tensor:
         """Point path: y (..., 3) with ``mod`` broadcastable to (..., (3·depth+2)·dim) → (..., 3)."""
         d = self.config.dim
+        *per_block, final = self.split_modulation(mod)
         h = self.initial_mapper(y)
-        for i, block in enumerate(self.blocks):
-            s, b, g = mod[..., 3 * d * i: 3 * d * (i + 1)].chunk(3, dim=-1)
+        for block, m in zip(self.blocks, per_block):
+            s, b, g = m.chunk(3, dim=-1)
             h = h + g * block.mlp((1 + s) * F.layer_norm(h, (d,)) + b)
-        s, b = mod[..., 3 * d * len(self.blocks):].chunk(2, dim=-1)
+        s, b = final.chunk(2, dim=-1)
         return self.final_linear((1 + s) * F.layer_norm(h, (d,)) + b)
 
     def apply_jvp(self, y: Tensor, tangents: Tensor, mod: Tensor) -> tuple[Tensor, Tensor]:
@@ -156,13 +166,12 @@ class Denoiser(nn.Module):
         y (..., 3); tangents (..., T, 3) directions; ``mod`` broadcastable to (..., P).
         Returns the output (..., 3) and the directional derivatives J·tangents (..., T, 3).
         """
-        d = self.config.dim
+        *per_block, final = self.split_modulation(mod)
         h = self.initial_mapper(y)
         dh = tangents @ self.initial_mapper.weight.T
-        mod_t = mod[..., None, :]
-        for i, block in enumerate(self.blocks):
-            s, b, g = mod[..., 3 * d * i: 3 * d * (i + 1)].chunk(3, dim=-1)
-            s_t, _, g_t = mod_t[..., 3 * d * i: 3 * d * (i + 1)].chunk(3, dim=-1)
+        for block, m in zip(self.blocks, per_block):
+            s, b, g = m.chunk(3, dim=-1)
+            s_t, g_t = s[..., None, :], g[..., None, :]
             x_hat, dx_hat = _layer_norm_jvp(h, dh)
             lin1, lin2 = block.mlp[0], block.mlp[3]
             a = lin1((1 + s) * x_hat + b)
@@ -170,8 +179,8 @@ class Denoiser(nn.Module):
             gelu_prime = 0.5 * (1 + torch.erf(a * _SQRT_HALF)) + a * torch.exp(-0.5 * a * a) * _INV_SQRT_2PI
             h = h + g * lin2(F.gelu(a))
             dh = dh + g_t * ((gelu_prime[..., None, :] * da) @ lin2.weight.T)
-        s, b = mod[..., 3 * d * len(self.blocks):].chunk(2, dim=-1)
-        s_t = mod_t[..., 3 * d * len(self.blocks):].chunk(2, dim=-1)[0]
+        s, b = final.chunk(2, dim=-1)
+        s_t = s[..., None, :]
         x_hat, dx_hat = _layer_norm_jvp(h, dh)
         out = self.final_linear((1 + s) * x_hat + b)
         return out, ((1 + s_t) * dx_hat) @ self.final_linear.weight.T
