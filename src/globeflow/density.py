@@ -58,7 +58,8 @@ FAST_STEPS_ACCURACY = (
 )
 
 
-def _sphere_rhs(field: Field, x: Tensor, gamma: Tensor, mode: str, div: bool = True) -> tuple[Tensor, Tensor | None]:
+def _sphere_rhs(field: Field, x: Tensor, gamma: Tensor, mode: str,
+                div: bool = True) -> tuple[Tensor, Tensor | None]:
     """d/dγ of (x, L) for x (M, K, 3); L's rate (the divergence) only when ``div``, else None.
 
     ``riemannian``: at x normalised, f = P v with surface divergence Σ_i e_i·(Df e_i) over a tangent
@@ -82,7 +83,7 @@ def _ambient_rhs(field: Field, x: Tensor, gamma: Tensor, div: bool = True) -> tu
     return v, J.diagonal(dim1=-2, dim2=-1).sum(-1)
 
 
-def _rk4(rhs, x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+def _rk4_simpson(rhs, x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
     """RK4 of x along the grid s (n + 1,) and L = ∫ div ds by Simpson's rule on that path; x_end, L_end.
 
     ``rhs(x, s, div)`` gives (dx/ds, div or None). Simpson takes the divergence at the nodes and at
@@ -123,7 +124,7 @@ def gamma_grid(schedule, steps: int, dtype: torch.dtype) -> Tensor:
 
 def sphere_log_prob_fast(field: Field, x: Tensor, grid: Tensor, mode: str) -> Tensor:
     """rfm log-density (M, K) of unit x (M, K, 3), RK4 in γ along ``grid`` (from 1 down to ≈ 0)."""
-    _, L = _rk4(lambda y, g, div: _sphere_rhs(field, y, g, mode, div), x, grid)
+    _, L = _rk4_simpson(lambda y, g, div: _sphere_rhs(field, y, g, mode, div), x, grid)
     return sphere.LOG_UNIFORM_DENSITY + L
 
 
@@ -159,7 +160,7 @@ def _r3_log_prob(field: Field, family: str, x: Tensor, grid: Tensor) -> Tensor:
     if family == "fm":
         grid = grid.to(x.dtype)
 
-        end, L = _rk4(lambda y, g, div: _ambient_rhs(field, y, g, div), x, grid)
+        end, L = _rk4_simpson(lambda y, g, div: _ambient_rhs(field, y, g, div), x, grid)
         base = -0.5 * (end * end).sum(-1) - 1.5 * math.log(2 * math.pi)
         return base + L
     sigma_min, sigma_max = DIFFUSION_SIGMA_RANGE
@@ -172,7 +173,7 @@ def _r3_log_prob(field: Field, family: str, x: Tensor, grid: Tensor) -> Tensor:
         return sigma * eps, None if tr is None else sigma * torch.sqrt(g) * tr
 
     g_max = 1.0 / (1.0 + sigma_min**2)
-    end, L = _rk4(rhs_sigma, x / math.sqrt(g_max), grid)
+    end, L = _rk4_simpson(rhs_sigma, x / math.sqrt(g_max), grid)
     var = 1.0 + sigma_max**2
     base = -0.5 * (end * end).sum(-1) / var - 1.5 * math.log(2 * math.pi * var)
     return base + L - 1.5 * math.log(g_max)
