@@ -106,7 +106,8 @@ class Geolocator:
     # ----------------------------------------------------------------- sampling
     def sample(self, embeddings, num_samples: int = 1, *, steps: int = 32, cfg: float | None = None,
                sampler: str | None = None, noise=None, seed: int | Sequence[int] | None = None,
-               return_xyz: bool = False, return_log_prob: bool = False, clamp: bool = True):
+               return_xyz: bool = False, return_log_prob: bool = False, clamp: bool = True,
+               precision: str = "fp32"):
         """Draw K = ``num_samples`` locations for each of M embeddings.
 
         Returns (M, K, 2) degrees, or (M, K, 3) model-space points with ``return_xyz``;
@@ -117,6 +118,10 @@ class Geolocator:
         noise: optional (M, K, 3) start points (unit vectors for rfm, N(0, I) for fm/diffusion).
         seed: row i uses ``seed + i`` (or ``seed[i]``), so results do not depend on batching.
         cfg: guidance weight w ≥ −1 (see :class:`globeflow.sampling.Field`); None = ``default_cfg``.
+        precision: ``fp32`` (default: the official arithmetic), ``bf16`` or ``auto`` (bf16 where the
+        hardware has it natively) for the network's block matmuls: same distribution, ~3× faster
+        sampling on CPUs with AMX, single samples differ by up to a few km (:mod:`globeflow.precision`).
+        ``return_log_prob`` with an ``rfm`` model always runs in float32.
         """
         cfg = self._cfg(cfg)
         emb = self._embeddings(embeddings)
@@ -135,7 +140,7 @@ class Geolocator:
         chunk = max(1, MAX_POINTS_PER_CHUNK // max(K, 1))
         xs, lps = [], []
         for i in range(0, M, chunk):
-            field = Field(self.net, emb[i:i + chunk], cfg)
+            field = Field(self.net, emb[i:i + chunk], cfg, precision)
             x0 = noise[i:i + chunk].to(self.device, self.dtype)
             with torch.no_grad():
                 if self.family == "rfm":

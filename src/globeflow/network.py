@@ -14,7 +14,9 @@ Forward pass for a point ``y`` (B, 3), an embedding ``emb`` (B, C) and
 The conditioning path (steps 1, 2 and every ``ada_map``) depends only on
 (emb, gamma). :meth:`Denoiser.modulation` computes it once, as one tensor, so
 that many points sharing one photo and one time pay for it once
-(:meth:`Denoiser.apply`).
+(:meth:`Denoiser.apply`). :meth:`Denoiser.apply_bf16` is the same point path with
+its block matmuls in bfloat16 (for sampling on hardware with native bf16; see
+:mod:`globeflow.precision`).
 """
 
 from __future__ import annotations
@@ -157,6 +159,42 @@ class Denoiser(nn.Module):
         for block, m in zip(self.blocks, per_block):
             s, b, g = m.chunk(3, dim=-1)
             h = h + g * block.mlp((1 + s) * F.layer_norm(h, (d,)) + b)
+        s, b = final.chunk(2, dim=-1)
+        return self.final_linear((1 + s) * F.layer_norm(h, (d,)) + b)
+
+    def _bf16_block_weights(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """bf16 copies of every block's two MLP layers (w1, b1, w2, b2), cached until a weight changes.
+
+        The cache key is each weight's storage address and in-place version counter, so training
+        steps, ``load_state_dict`` and ``.to(device)`` all invalidate it.
+        """
+        params = [p for block in self.blocks for p in (block.mlp[0].weight, block.mlp[0].bias,
+                                                        block.mlp[3].weight, block.mlp[3].bias)]
+        key = tuple((p.data_ptr(), p._version, p.device) for p in params)
+        cache = self.__dict__.get("_bf16_cache")
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                flat = [p.detach().to(torch.bfloat16) for p in params]
+            cache = (key, [tuple(flat[i:i + 4]) for i in range(0, len(flat), 4)])
+            self.__dict__["_bf16_cache"] = cache
+        return cache[1]
+
+    def apply_bf16(self, y: Tensor, mod: Tensor) -> Tensor:
+        """:meth:`apply` with each block's two matmuls (and the GELU between them) in bfloat16.
+
+        y (..., 3) float32, ``mod`` (..., P) float32 → (..., 3) float32. The residual stream h,
+        the LayerNorms, the modulation and the input/output layers stay float32; the matmuls
+        accumulate in float32 inside the kernels (oneDNN/AMX on CPUs, tensor cores on GPUs). The
+        output differs from :meth:`apply` by ~3e-3 relative (8-bit mantissas), so this is for
+        sampling, not for densities. No autograd through the bf16 copies (inference only).
+        """
+        d = self.config.dim
+        *per_block, final = self.split_modulation(mod)
+        h = self.initial_mapper(y)
+        for (w1, b1, w2, b2), m in zip(self._bf16_block_weights(), per_block):
+            s, b, g = m.chunk(3, dim=-1)
+            a = ((1 + s) * F.layer_norm(h, (d,)) + b).to(torch.bfloat16)
+            h = h + g * F.linear(F.gelu(F.linear(a, w1, b1)), w2, b2)
         s, b = final.chunk(2, dim=-1)
         return self.final_linear((1 + s) * F.layer_norm(h, (d,)) + b)
 

@@ -40,6 +40,7 @@ from torch import Tensor
 
 from globeflow import sphere
 from globeflow.network import Denoiser
+from globeflow.precision import resolve_precision
 
 DIFFUSION_SIGMA_RANGE = (1e-3, 100.0)  # (σ_min, σ_max) of the diffusion ODE (heun sampler and densities)
 SAMPLERS = {"rfm": ("euler", "heun"), "fm": ("euler", "heun"), "diffusion": ("ddim", "ddpm", "heun")}
@@ -52,13 +53,19 @@ class Field:
     emb: (M, C); cfg: guidance weight w ≥ −1 in v = (1 + w)·v_cond − w·v_uncond: 0 = the conditional
     field (1 network call), w > 0 sharpens, −1 < w < 0 shrinks towards the unconditional prior, and
     −1 is the prior alone (1 network call, the null condition).
+    precision: ``fp32`` | ``bf16`` | ``auto`` arithmetic of the point path in :meth:`__call__`
+    (:mod:`globeflow.precision`); :meth:`directional` (log-densities) always runs in the network's dtype.
     """
 
-    def __init__(self, net: Denoiser, emb: Tensor, cfg: float = 0.0) -> None:
+    def __init__(self, net: Denoiser, emb: Tensor, cfg: float = 0.0, precision: str = "fp32") -> None:
         if not cfg >= -1:
             raise ValueError(f"cfg must be ≥ −1 (−1 = the unconditional prior); got {cfg}")
         self.net, self.emb, self.cfg = net, emb, float(cfg)
         self.null = torch.zeros_like(emb[:1])
+        self.precision = resolve_precision(precision, emb.device)
+        if self.precision == "bf16" and emb.dtype != torch.float32:
+            self.precision = "fp32"  # bf16 matmuls are a float32 speed-up; a float64 network stays float64
+        self._apply = net.apply_bf16 if self.precision == "bf16" else net.apply
 
     def modulations(self, gamma: Tensor) -> tuple[Tensor, Tensor | None]:
         """gamma: 0-d tensor → (M, P) conditional and (1, P) unconditional modulations.
@@ -73,10 +80,10 @@ class Field:
         return mod_c, mod_u
 
     def _combine(self, x: Tensor, mod_c: Tensor, mod_u: Tensor | None) -> Tensor:
-        v = self.net.apply(x, mod_c)
+        v = self._apply(x, mod_c)
         if mod_u is None:
             return v
-        return (1 + self.cfg) * v - self.cfg * self.net.apply(x, mod_u)
+        return (1 + self.cfg) * v - self.cfg * self._apply(x, mod_u)
 
     def __call__(self, x: Tensor, gamma: Tensor) -> Tensor:
         """x (M, K, 3) → v (M, K, 3)."""
