@@ -37,7 +37,7 @@ def lite0():
 
 
 def test_registry_ids_and_aliases():
-    assert {"efficientnet-lite0", "dinov2-vitl14-reg", "streetclip", "minilm-l6"} <= set(ENCODERS)
+    assert {"efficientnet-lite0", "dinov2-vitl14-reg", "dinov2-vits14-reg", "streetclip", "minilm-l6"} <= set(ENCODERS)
     assert canonical_id("DINOv2") == "dinov2-vitl14-reg"
     assert canonical_id("street_clip") == "streetclip"
     assert canonical_id("all-MiniLM-L6-v2") == "minilm-l6"
@@ -97,18 +97,22 @@ def test_tampered_weights_refused(tmp_path, monkeypatch):
         eff.weights_path()
 
 
-def test_hub_encoders_fail_offline_with_one_sentence():
+def test_hub_encoders_fail_offline_with_one_sentence(tmp_path, monkeypatch):
     if reachable("github.com") or reachable("huggingface.co"):
         pytest.skip("network available: the offline failure cannot be observed")
-    hub_cache = Path(torch.hub.get_dir()) / "facebookresearch_dinov2_main"
-    if not hub_cache.exists():
-        with pytest.raises(EncoderUnavailable) as err:
-            get_encoder("dinov2")
-        message = str(err.value)
-        assert message.startswith("dinov2-vitl14-reg needs to download weights from torch.hub (facebookresearch/dinov2)")
-        assert "no network access" in message
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    with pytest.raises(EncoderUnavailable) as err:
+        get_encoder("dinov2")
+    message = str(err.value)
+    assert message.startswith("dinov2_vitl14_reg needs the DINOv2 hub code and weights (1.2 GB) from torch.hub "
+                              "(facebookresearch/dinov2), which cannot be reached")
+    assert "globeflow download nicolas-dufour/PLONK_YFCC" in message and "\n" not in message
     if importlib.util.find_spec("transformers") is not None:
-        with pytest.raises(EncoderUnavailable, match=r"^streetclip needs to download weights .*no network access"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache("geolocal/StreetCLIP", "config.json"), str):
+            pytest.skip("StreetCLIP is in this machine's Hugging Face cache")
+        with pytest.raises(EncoderUnavailable, match=r"^streetclip needs the StreetCLIP weights .*cannot be reached"):
             get_encoder("street_clip")
 
 

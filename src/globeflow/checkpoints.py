@@ -78,6 +78,9 @@ def _hub_entry(family: str, encoder: str, sampler: str) -> dict:
     return {"family": family, "encoder": encoder, "sampler": sampler}
 
 
+MANIFEST_FILE = "manifest.json"  # written by ``globeflow download --to DIR`` (see globeflow.hub)
+
+
 KNOWN_MODELS: dict[str, dict] = {}
 for _name, _enc in (("YFCC", "dinov2-vitl14-reg"), ("OSV_5M", "streetclip"), ("iNaturalist", "dinov2-vitl14-reg")):
     KNOWN_MODELS[f"nicolas-dufour/PLONK_{_name}"] = _hub_entry("rfm", _enc, "euler")
@@ -86,24 +89,72 @@ for _name, _enc in (("YFCC", "dinov2-vitl14-reg"), ("OSV_5M", "streetclip"), ("i
 
 
 def canonical_repo_id(repo_id: str) -> str:
-    """Accept the README spelling ``PLONK_iNat*`` for ``PLONK_iNaturalist*``."""
+    """Accept the README spelling ``PLONK_iNat*`` for ``PLONK_iNaturalist*``, and ``PLONK_*`` without its owner."""
+    if repo_id.startswith("PLONK_") and "/" not in repo_id:
+        repo_id = "nicolas-dufour/" + repo_id
     if "/PLONK_iNat" in repo_id and "/PLONK_iNaturalist" not in repo_id:
         return repo_id.replace("/PLONK_iNat", "/PLONK_iNaturalist")
     return repo_id
 
 
-def download(repo_id: str) -> Path:
-    """Fetch config.json + model.safetensors of a Hub model into the Hugging Face cache."""
+CHECKPOINT_FILES = ["config.json", "model.safetensors"]
+
+
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` is set, or the Hugging Face endpoint does not answer within 3 s."""
+    from globeflow.encoders._network import reachable
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    return not reachable(url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80))
+
+
+def download(repo_id: str, allow_patterns: list[str] | None = None) -> Path:
+    """Fetch ``allow_patterns`` (default config.json + model.safetensors) of a Hub repo into the HF cache.
+
+    Uses the cached snapshot without any network access when the hub cannot be reached; RuntimeError
+    (one sentence) when neither works.
+    """
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import constants, snapshot_download
     except ImportError as err:
         raise RuntimeError(f"loading {repo_id!r} from the Hugging Face Hub needs `pip install globeflow[hub]`") from err
+    patterns = allow_patterns or CHECKPOINT_FILES
+    offline = hub_offline()
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=["config.json", "model.safetensors"]))
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=offline))
     except Exception as err:  # offline, unknown repo, ...
-        raise RuntimeError(f"could not download {repo_id!r} from the Hugging Face Hub ({type(err).__name__}); "
-                           "this needs network access, or pass a local folder with config.json and "
+        why = ("the Hugging Face hub cannot be reached and it is not in the Hugging Face cache "
+               f"({constants.HF_HUB_CACHE})" if offline else f"{type(err).__name__}: {str(err).splitlines()[0][:160]}")
+        raise RuntimeError(f"could not get {repo_id!r}: {why}; run `globeflow download {repo_id} --to DIR` where "
+                           "there is network and pass --model DIR, or pass a local folder with config.json and "
                            "model.safetensors") from err
+
+
+def local_encoder_dir(folder: str | os.PathLike, encoder_id: str | None) -> Path | None:
+    """The copy of ``encoder_id`` that ``globeflow download --to DIR`` put beside a model folder, if any."""
+    if not encoder_id:
+        return None
+    folder = Path(folder)
+    for root in (folder, folder.parent):
+        candidate = root / "encoders" / encoder_id
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _download_folder_model(path: Path) -> Path:
+    """A ``globeflow download --to`` folder holding one model → that model's folder; else ValueError."""
+    names = sorted(json.loads((path / MANIFEST_FILE).read_text()).get("models", {}))
+    if len(names) == 1:
+        return path / names[0]
+    raise ValueError(f"{path} holds {len(names)} models ({', '.join(names) or 'none'}); pass one of its "
+                     "subfolders as --model, e.g. " + str(path / (names[0] if names else "NAME")))
 
 
 def _load_weights(folder: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
@@ -190,6 +241,8 @@ def resolve(path_or_repo_id: str | os.PathLike | None, modality: str = "image") 
         return folder, {}
     path = Path(path_or_repo_id).expanduser()
     if path.exists():
+        if not (path / "config.json").exists() and (path / MANIFEST_FILE).exists():
+            return _download_folder_model(path), {}
         return path, {}
     repo_id = canonical_repo_id(str(path_or_repo_id))
     if repo_id in KNOWN_MODELS:

@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("embed", "train", "evaluate", "score", "predict", "map", "serve")
+COMMANDS = ("embed", "train", "evaluate", "score", "predict", "map", "serve", "download", "models")
 
 
 def _load(name: str):

@@ -87,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         geolocator = Geolocator.from_pretrained(args.model, modality=modality)
-    except (FileNotFoundError, ValueError, KeyError) as err:
+        if geolocator.info.encoder:
+            geolocator.encoder  # build it now: a missing encoder fails at once, in one sentence
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         print(f"globeflow map: cannot load model {args.model or '(default)'}: {err}", file=sys.stderr)
         return 2
     if geolocator.info.modality != modality:

@@ -242,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         inputs = _photo_inputs(args) if photos else _text_inputs(args)
         geo = Geolocator.from_pretrained(args.model, modality="image" if photos else "text")
+        if geo.info.encoder:
+            geo.encoder  # build it now: a missing encoder fails before any work, in one sentence
     except (SourceError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"globeflow predict: {err}", file=sys.stderr)
         return 2

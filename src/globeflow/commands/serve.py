@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         geolocator = Geolocator.from_pretrained(args.model, modality="text" if args.text else "image")
-    except (FileNotFoundError, ValueError, KeyError) as err:
+        if geolocator.info.encoder:
+            geolocator.encoder  # build it now: a missing encoder fails at once, in one sentence
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         print(f"globeflow serve: cannot load model {args.model or '(default)'}: {err}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.torch_threads)

@@ -1,11 +1,14 @@
 """Frozen, pluggable encoders by id: ``get_encoder(id, device) -> Encoder``.
 
 ``efficientnet-lite0`` (default image encoder, offline), ``dinov2-vitl14-reg`` and
-``streetclip`` (the released PLONK models' encoders; need network the first time) and
-``minilm-l6`` (default text encoder, offline).
+``streetclip`` (the released PLONK models' encoders; need network the first time, or a folder
+from ``globeflow download``), ``dinov2-vits14-reg`` (a small DINOv2 with the same preprocessing)
+and ``minilm-l6`` (default text encoder, offline).
 """
 
 from __future__ import annotations
+
+import os
 
 from .base import Encoder, EncoderUnavailable, cache_dir
 
@@ -16,6 +19,7 @@ DEFAULT_TEXT_ENCODER = "minilm-l6"
 _REGISTRY: dict[str, tuple[str, str, str]] = {
     "efficientnet-lite0": ("efficientnet_lite", "EfficientNetLite0Encoder", "image"),
     "dinov2-vitl14-reg": ("dinov2", "DinoV2Encoder", "image"),
+    "dinov2-vits14-reg": ("dinov2", "DinoV2SmallEncoder", "image"),
     "streetclip": ("streetclip", "StreetClipEncoder", "image"),
     "minilm-l6": ("minilm", "MiniLMEncoder", "text"),
 }
@@ -39,13 +43,23 @@ def modality(encoder_id: str) -> str:
     return _REGISTRY[canonical_id(encoder_id)][2]
 
 
-def get_encoder(encoder_id: str, device: str = "cpu") -> Encoder:
-    """Build the encoder ``encoder_id`` on ``device``; EncoderUnavailable when it cannot be built here."""
+# encoders whose weights come from the network (they accept ``source=``, a folder from ``globeflow download``)
+HUB_ENCODERS: tuple[str, ...] = ("dinov2-vitl14-reg", "dinov2-vits14-reg", "streetclip")
+
+
+def get_encoder(encoder_id: str, device: str = "cpu", source: str | os.PathLike | None = None) -> Encoder:
+    """Build the encoder ``encoder_id`` on ``device``; EncoderUnavailable when it cannot be built here.
+
+    source: a local copy of a hub encoder's files (``globeflow download`` writes one); None = the
+    usual caches, then the network.
+    """
     import importlib
 
-    module, cls, _ = _REGISTRY[canonical_id(encoder_id)]
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(device=device)
+    key = canonical_id(encoder_id)
+    module, cls, _ = _REGISTRY[key]
+    kwargs = {"source": source} if source is not None and key in HUB_ENCODERS else {}
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(device=device, **kwargs)
 
 
-__all__ = ["ALIASES", "DEFAULT_IMAGE_ENCODER", "DEFAULT_TEXT_ENCODER", "ENCODERS", "Encoder",
+__all__ = ["ALIASES", "DEFAULT_IMAGE_ENCODER", "DEFAULT_TEXT_ENCODER", "ENCODERS", "Encoder", "HUB_ENCODERS",
            "EncoderUnavailable", "cache_dir", "canonical_id", "get_encoder", "modality"]
