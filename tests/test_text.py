@@ -61,6 +61,55 @@ def test_priority_follows_photo_popularity(gaz):
     assert {"London", "Paris"} & top
 
 
+def _train_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ttm", R.ROOT / "scripts" / "train_text_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_namesakes_share_rows_by_photo_popularity(gaz):
+    pop = G.photo_popularity(gaz, R.prior_locations(100_000))
+    paris = np.flatnonzero(gaz.name == "Paris")
+    copies = G.namesake_copies(gaz.name[paris], 1 + pop[paris], extra=3)
+    assert copies.min() >= 1 and copies.sum() == 4 * len(paris)  # every namesake keeps a row
+    assert copies[gaz.cc[paris] == "FR"].sum() / copies.sum() >= 0.5  # the photographed Paris dominates
+    assert G.namesake_copies(np.array(["A", "B"]), np.array([9.0, 0.0])).tolist() == [1, 1]  # unique names
+    rows = G.form_rows(gaz, paris[gaz.cc[paris] == "FR"], 1 + pop)
+    bare = rows.form == "name"
+    assert bare.sum() == copies.sum()
+    near = haversine_km(rows.latlon[bare], np.array([48.8566, 2.3522])) < 100
+    assert near.mean() >= 0.5
+
+
+def test_region_and_country_names_target_their_places(gaz):
+    pop = G.photo_popularity(gaz, R.prior_locations(20_000))
+    texts, latlon = G.region_rows(gaz, pop)
+    texts = np.array(texts)
+    tuscany = latlon[texts == "Tuscany"]
+    assert len(tuscany) == 24 and (haversine_km(tuscany, np.array([43.77, 11.25])) < 250).all()
+    japan = latlon[texts == "Japan"]
+    assert len(japan) == 48 and (haversine_km(japan, np.array([36.2, 138.3])) < 2500).all()  # Okinawa ≈ 1,900 km
+
+
+def test_famous_places_are_never_training_strings(gaz):
+    fam = R.load_famous()
+    assert len(fam.text) >= 50 and len(set(np.char.lower(fam.text))) == len(fam.text)
+    assert (np.abs(fam.latlon[:, 0]) <= 90).all() and (np.abs(fam.latlon[:, 1]) <= 180).all()
+    assert not R.not_famous(fam.text).any() and not R.not_famous(np.char.upper(fam.text)).any()
+    ttm = _train_script()
+    paris = np.flatnonzero((gaz.name == "Paris") & (gaz.cc == "FR"))
+    caps = R.Captions(np.array(["1", "2", "3"]), np.array(["a", "a", "b"]),
+                      np.array(["Eiffel Tower", "eiffel tower", "Eiffel Tower at night"]), np.array(["x"] * 3),
+                      np.array([[48.86, 2.29]] * 3))
+    rows = ttm.build_rows(gaz, paris, caps, 2, regions=False)
+    lowered = {t.lower() for t in rows.text}
+    assert "eiffel tower" not in lowered and "eiffel tower at night" in lowered and "paris" in lowered
+    assert rows.counts()["caption"] == 2 and len(np.concatenate(rows.latlon)) == len(rows.text)
+
+
 @needs_captions
 def test_licence_filter_on_real_captions():
     caps = R.load_captions(CAPTIONS)

@@ -99,6 +99,29 @@ def evaluate_baseline(base, emb: np.ndarray, truth: np.ndarray, samples: int) ->
     return out
 
 
+def baseline_epochs(rows: int, budget: int = 3_000_000) -> int:
+    """Training epochs for the trained baselines (cells, vmf): their default (200–300) up to ~14 k rows,
+    fewer on larger row sets so that epochs × rows stays ≈ ``budget`` (at least 4 epochs)."""
+    return max(4, min(200, budget // max(rows, 1)))
+
+
+def fit_baselines(args, train_emb: np.ndarray, train_ll: np.ndarray, groups: np.ndarray, sets: dict) -> dict:
+    """Fit each of ``args.baselines`` on the training rows and score it on every set: {set: {name: result}}."""
+    out: dict = {key: {} for key in sets}
+    epochs = baseline_epochs(len(train_emb))
+    for name in [b for b in args.baselines.split(",") if b]:
+        t0 = time.perf_counter()
+        kwargs = {"epochs": epochs} if name in ("cells", "vmf") else {}
+        base = make_baseline(name, **kwargs).fit(train_emb, train_ll, groups, seed=0)
+        fit_s = round(time.perf_counter() - t0, 1)
+        for key, (emb, truth) in sets.items():
+            out[key][name] = {**evaluate_baseline(base, emb, truth, args.samples), "fit_seconds": fit_s, **kwargs}
+            log.info("%s %s %s", key, name, json.dumps(out[key][name]["point"]))
+        if args.baselines_only:
+            (args.out / "baselines.json").write_text(json.dumps(out, indent=1, default=float))
+    return out
+
+
 def held_out_places(gaz: G.Gazetteer, places: int, count: int) -> np.ndarray:
     """``count`` places among the top ``places`` by popularity whose names are held out (stable order)."""
     order = G.priority_order(gaz, G.photo_popularity(gaz, R.prior_locations(100_000)))[:places]
@@ -117,6 +140,43 @@ def draw_maps(geo: Geolocator, encoder, out: Path, samples: int) -> dict:
                    out_path=out / f"map_{name.replace(' ', '_').lower()}.png", width=900)
         info[name] = {"modes": [m.to_dict() for m in pred.modes], "separated_modes_5pct_800km": len(sep)}
     return info
+
+
+PARIS_FR = np.array([48.8566, 2.3522])
+
+
+def namesake_checks(geo: Geolocator, encoder, samples: int, steps: int = 32) -> dict:
+    """Issue 18 item 1 on a model: "Paris" mass within 100 km of Paris, France; "Paris, Texas" best
+    guess's admin1; "Springfield" separated modes (≥ 5 % mass, pairwise ≥ 800 km)."""
+    from globeflow.geocoding import reverse_geocode
+
+    texts = ["Paris", "Paris, Texas", "Springfield"]
+    preds = geo.predict(encoder.embed(texts), num_samples=samples, steps=steps, seed=0, ids=texts)
+    paris, texas, spring = preds
+    place = reverse_geocode(np.array([texas.best_guess]))[0]
+    return {"paris_mass_within_100km_of_paris_fr": float(np.mean(haversine_km(paris.samples, PARIS_FR) < 100)),
+            "paris_texas_best_guess": {"lat": texas.best_guess[0], "lon": texas.best_guess[1],
+                                       "admin1": place.admin1, "cc": place.cc},
+            "paris_texas_mass_in_texas": float(np.mean([p.admin1 == "Texas" and p.cc == "US"
+                                                        for p in reverse_geocode(texas.samples)])),
+            "springfield_separated_modes": len(separated_modes(spring.samples)),
+            "samples": samples}
+
+
+def famous_places(geo: Geolocator, encoder, samples: int, steps: int = 32) -> dict:
+    """Best guesses for the famous-places list (data/text/famous_places.csv, never training strings):
+    point metrics over all, per kind, and each place's best guess and error (km)."""
+    fam = R.load_famous()
+    emb = encoder.embed(list(fam.text))
+    best = np.concatenate([geo.point_estimate(emb[i:i + 64], samples, steps=steps, seed=i).numpy()
+                           for i in range(0, len(emb), 64)])
+    err = haversine_km(best, fam.latlon)
+    return {"point": point_metrics(best, fam.latlon), "samples": samples,
+            "acc_750km": float(np.mean(err < 750)), "median_km": float(np.median(err)),
+            "by_kind": {k: {"n": int((fam.kind == k).sum()), "acc_750km": float(np.mean(err[fam.kind == k] < 750)),
+                            "median_km": float(np.median(err[fam.kind == k]))} for k in sorted(set(fam.kind))},
+            "places": [{"text": t, "kind": k, "lat": float(b[0]), "lon": float(b[1]), "error_km": float(e)}
+                       for t, k, b, e in zip(fam.text, fam.kind, best, err)]}
 
 
 RULE_WORDS = {"density": "highest density", "geoscore": "highest expected GeoScore under the model"}
@@ -189,6 +249,31 @@ def markdown(report: dict) -> str:
             modes = "; ".join(f"{m['lat']:.1f}, {m['lon']:.1f}, {m['mass']:.2f}" for m in r["modes"][:4])
             out.append(f"| {name} | {r['separated_modes_5pct_800km']} | {modes} |")
         out += ["", "Maps: `map_<name>.png` in this folder.", ""]
+    for key, title in (("famous_places", "Famous places and natural sites (report model)"),
+                       ("famous_places_shipped", "Famous places and natural sites (shipped model)")):
+        if key not in report:
+            continue
+        f = report[key]
+        out += [f"## {title}", "",
+                f"{len(f['places'])} places of `data/text/famous_places.csv` (written before training, never a "
+                f"training string); best guess of {f['samples']} samples as `predict` picks it: "
+                f"**{100 * f['acc_750km']:.0f} % within 750 km, median error {f['median_km']:.0f} km** "
+                f"(GeoScore {f['point']['geoscore']:.0f}).", "",
+                "| kind | places | within 750 km | median km |", "|---|---:|---:|---:|"]
+        out += [f"| {k} | {v['n']} | {100 * v['acc_750km']:.0f} % | {v['median_km']:.0f} |" for k, v in f["by_kind"].items()]
+        out += ["", "| place | kind | best guess (lat, lon) | error km |", "|---|---|---|---:|"]
+        out += [f"| {r['text']} | {r['kind']} | {r['lat']:.2f}, {r['lon']:.2f} | {r['error_km']:.0f} |"
+                for r in f["places"]]
+        out.append("")
+    if "namesakes" in report:
+        n = report["namesakes"]
+        pt = n["paris_texas_best_guess"]
+        out += ["## Namesakes by popularity (shipped model)", "",
+                f"- \"Paris\": {100 * n['paris_mass_within_100km_of_paris_fr']:.0f} % of the mass within 100 km of "
+                f"Paris, France ({n['samples']} samples).",
+                f"- \"Paris, Texas\": best guess {pt['lat']:.2f}, {pt['lon']:.2f} ({pt['admin1']}, {pt['cc']}); "
+                f"{100 * n['paris_texas_mass_in_texas']:.0f} % of the samples in Texas.",
+                f"- \"Springfield\": {n['springfield_separated_modes']} modes of ≥ 5 % mass pairwise ≥ 800 km apart.", ""]
     if "guidance_sweep_captions" in report:
         out += [f"## Guidance sweep ({st['sweep_captions']} unseen-user captions, {st['sweep_samples']} samples)", "",
                 "| cfg | GeoScore | median km | GeoScore, other best-guess rule | NLL | nominal 90 % coverage "
@@ -205,7 +290,9 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, required=True, help="report-split model folder")
+    p.add_argument("--model", type=Path, default=None, help="report-split model folder (needed unless --baselines-only)")
+    p.add_argument("--namesake-extra", type=int, default=3,
+                   help="bare-name repeats of the training rows when no --model says (as scripts/train_text_model.py)")
     p.add_argument("--shipped", type=Path, default=None, help="shipped model folder (maps drawn with it)")
     p.add_argument("--places", type=int, default=145_000, help="gazetteer places of the report model (as its training)")
     p.add_argument("--samples", type=int, default=1024)
@@ -217,11 +304,19 @@ def main() -> None:
     p.add_argument("--baselines", default=",".join(BASELINES))
     p.add_argument("--out", type=Path, default=R.ROOT / "reports" / "text")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--baselines-only", action="store_true",
+                   help="only fit and score the baselines (they need no model weights), into OUT/baselines.json")
+    p.add_argument("--baselines-from", type=Path, default=None,
+                   help="baseline results written by an earlier --baselines-only run (same data and settings)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     enc = get_encoder("minilm-l6")
+    if args.model is None and not args.baselines_only:
+        p.error("--model is required (unless --baselines-only)")
+    net, info = load_checkpoint(args.model) if args.model else (None, None)
+    info_training = (info.training or {}) if info else {"namesake_extra": args.namesake_extra}
     gaz = G.load_gazetteer()
     caps = R.load_captions()
     test = R.test_authors(caps)
@@ -234,7 +329,9 @@ def main() -> None:
     spec = importlib.util.spec_from_file_location("ttm", R.ROOT / "scripts" / "train_text_model.py")
     ttm = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ttm)
-    rows = ttm.build_rows(gaz, ttm.select_places(gaz, args.places, "report"), train_caps, 1)
+    popularity = ttm.place_popularity(gaz)
+    rows = ttm.build_rows(gaz, ttm.select_places(gaz, args.places, "report", popularity), train_caps, 1, popularity,
+                          extra=int(info_training.get("namesake_extra", 0)))
     train_emb = embed_cached(rows.text, enc)
     train_ll = np.concatenate(rows.latlon)
     groups = np.array([f"{k}:{t}" if k != "caption" else "" for k, t in zip(rows.kind, rows.text)], dtype=str)
@@ -249,7 +346,9 @@ def main() -> None:
                        "test_captions_by_license": {k: int(v) for k, v in zip(*np.unique(test_caps.license,
                                                                                          return_counts=True))},
                        "unseen_place_names": len(names), "places": args.places}}
-    net, info = load_checkpoint(args.model)
+    if args.baselines_only:
+        fit_baselines(args, train_emb, train_ll, groups, sets)
+        return
     geo = Geolocator(net, info)
     report["model_training"] = info.training
     report["settings"] = {"samples": args.samples, "steps": args.steps, "sweep_samples": args.sweep_samples,
@@ -267,21 +366,27 @@ def main() -> None:
         report[key] = {"rfm": {**evaluate_model(geo, emb, truth, samples=n, steps=args.steps), "samples": n}}
         log.info("%s rfm %s", key, json.dumps(report[key]["rfm"]["point"]))
         save()
-    for name in [b for b in args.baselines.split(",") if b]:
-        t0 = time.perf_counter()
-        base = make_baseline(name).fit(train_emb, train_ll, groups, seed=0)
-        fit_s = round(time.perf_counter() - t0, 1)
-        for key, (emb, truth) in sets.items():
-            report[key][name] = {**evaluate_baseline(base, emb, truth, args.samples), "fit_seconds": fit_s}
-            log.info("%s %s %s", key, name, json.dumps(report[key][name]["point"]))
-            save()
+    if args.baselines_from:
+        done = json.loads(Path(args.baselines_from).read_text())
+        for key in sets:
+            report[key].update(done.get(key, {}))
+        save()
+    else:
+        for key, results in fit_baselines(args, train_emb, train_ll, groups, sets).items():
+            report[key].update(results)
+        save()
     ship = Geolocator(*load_checkpoint(args.shipped)) if args.shipped else geo
+    report["famous_places"] = famous_places(geo, enc, args.samples, args.steps)
+    if args.shipped:
+        report["famous_places_shipped"] = famous_places(ship, enc, args.samples, args.steps)
+    report["namesakes"] = namesake_checks(ship, enc, args.samples, args.steps)
+    save()
     report["ambiguous_names"] = draw_maps(ship, enc, args.out, args.samples)
     save()
     emb, truth = sets["captions_unseen_users"]
     emb, truth = emb[:args.sweep_captions], truth[:args.sweep_captions]
     report["guidance_sweep_captions"] = {}
-    for c in sorted({geo.default_cfg, 0.0, 1.0, 2.0, 4.0}):
+    for c in sorted({geo.default_cfg, 0.0, 1.0, 2.0, 4.0}) if args.sweep_captions else ():
         report["guidance_sweep_captions"][f"cfg={c:g}"] = evaluate_model(geo, emb, truth, samples=args.sweep_samples,
                                                                         cfg=c, steps=args.steps)
         save()

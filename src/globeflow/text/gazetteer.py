@@ -131,14 +131,92 @@ class FormRows:
     place: np.ndarray
 
 
-def form_rows(gaz: Gazetteer, places: np.ndarray) -> FormRows:
-    """One row per (selected place, form); bare names of a selected place also bring every other
-    place of the gazetteer with the same name (the ambiguity is the point of the bare form)."""
+def namesake_copies(names: np.ndarray, popularity: np.ndarray, extra: int = 3) -> np.ndarray:
+    """(P,) int ≥ 1: training rows per place for its bare name, from (P,) name strings and popularity ≥ 0.
+
+    A name shared by n places gets n + extra·n rows: one per namesake plus extra·n shared in
+    proportion to ``popularity`` (largest remainders), so "Paris" trains mostly towards Paris, France,
+    while every namesake keeps at least one row (the other modes). Unique names get one row.
+    """
+    names = np.asarray(names, dtype=str)
+    pop = np.asarray(popularity, dtype=np.float64)
+    copies = np.ones(len(names), dtype=np.int64)
+    _, inverse, counts = np.unique(names, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    ends = np.cumsum(counts)
+    for g in np.flatnonzero(counts > 1):
+        members = order[ends[g] - counts[g]:ends[g]]
+        w = pop[members]
+        if w.sum() <= 0:
+            w = np.ones(len(members))
+        share = extra * len(members) * w / w.sum()
+        add = np.floor(share).astype(np.int64)
+        left = extra * len(members) - add.sum()
+        add[np.argsort(-(share - add), kind="stable")[:left]] += 1
+        copies[members] += add
+    return copies
+
+
+def form_rows(gaz: Gazetteer, places: np.ndarray, popularity: np.ndarray | None = None,
+              extra: int = 3) -> FormRows:
+    """Rows of the selected places: one per (place, full form), and bare-name rows of every place of
+    the gazetteer that shares a selected place's name (the ambiguity is the point of the bare form).
+
+    popularity: optional (len(gaz),) weights ≥ 0 (e.g. :func:`photo_density`); with it, bare names
+    shared by several places are repeated by :func:`namesake_copies` (popular namesakes get more rows).
+    """
     places = np.asarray(places, dtype=np.int64)
     forms = place_forms(gaz.take(places))
     chosen_names = set(gaz.name[places].tolist())
     same_name = np.flatnonzero(np.isin(gaz.name, list(chosen_names)))
+    if popularity is not None:
+        copies = namesake_copies(gaz.name[same_name], np.asarray(popularity)[same_name], extra)
+        same_name = np.repeat(same_name, copies)
     text = [gaz.name[i] for i in same_name] + [f[1] for f in forms]
     idx = np.concatenate([same_name, places])
     kind = ["name"] * len(same_name) + ["name_admin1_country"] * len(places)
     return FormRows(np.array(text, dtype=str), gaz.latlon[idx], np.array(kind, dtype=str), idx)
+
+
+def photo_density(gaz: Gazetteer, photo_latlon: np.ndarray, radius_km: float = 25.0) -> np.ndarray:
+    """(P,) int: how many photo locations (N, 2) degrees lie within ``radius_km`` of each place."""
+    from scipy.spatial import cKDTree
+
+    from globeflow.sphere import EARTH_RADIUS_KM
+
+    xyz = lambda ll: _xyz(np.asarray(ll, dtype=np.float64))  # noqa: E731
+    chord = 2 * np.sin(radius_km / EARTH_RADIUS_KM / 2)
+    tree = cKDTree(xyz(photo_latlon))
+    return np.asarray(tree.query_ball_point(xyz(gaz.latlon), chord, return_length=True), dtype=np.int64)
+
+
+def _xyz(latlon_deg: np.ndarray) -> np.ndarray:
+    lat, lon = np.radians(latlon_deg[:, 0]), np.radians(latlon_deg[:, 1])
+    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
+
+
+def region_rows(gaz: Gazetteer, popularity: np.ndarray, per_region: int = 24,
+                per_country: int = 48) -> tuple[list[str], np.ndarray]:
+    """Standalone region and country names ("Tuscany", "Japan") → their most popular places.
+
+    Each admin1 region (name, country) contributes its ``per_region`` places of highest popularity
+    (ties: gazetteer order) as targets of the bare admin1 name; each country its ``per_country``
+    most popular places under its common name. Returns texts (R,) and latlon (R, 2) degrees.
+    """
+    pop = np.asarray(popularity, dtype=np.float64)
+    texts: list[str] = []
+    latlon: list[np.ndarray] = []
+    groups = [("admin1", np.char.add(np.char.add(gaz.admin1, "|"), gaz.cc), per_region),
+              ("country", gaz.cc, per_country)]
+    for kind, key, limit in groups:
+        ok = (gaz.admin1 != "") if kind == "admin1" else (gaz.cc != "")
+        _, inverse = np.unique(key, return_inverse=True)
+        order = np.lexsort((np.arange(len(gaz)), -pop, inverse))
+        order = order[ok[order]]
+        starts = np.r_[0, np.flatnonzero(np.diff(inverse[order])) + 1]
+        for s, e in zip(starts, np.r_[starts[1:], len(order)]):
+            top = order[s:min(e, s + limit)]
+            name = str(gaz.admin1[top[0]]) if kind == "admin1" else country_name(str(gaz.cc[top[0]]))
+            texts += [name] * len(top)
+            latlon.append(gaz.latlon[top])
+    return texts, np.concatenate(latlon)

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[3]
 SHARED = ROOT.parent / "shared" / "data"
 CAPTIONS = SHARED / "yfcc4k_text" / "captions.csv"
 MP16 = SHARED / "mp16" / "coordinates_100k.csv"
+FAMOUS = ROOT / "data" / "text" / "famous_places.csv"  # evaluation only: never a training string
 TEXT_COLUMNS = ("TITLE", "DESCRIPTION", "TAGS")
 PERMITTED_LICENSES = ("Attribution License", "Attribution-ShareAlike License")
 TEST_FRAC, TEST_SPLIT_SEED = 0.25, 1  # share of AUTHORs held out for the report (stable hash)
@@ -100,8 +101,35 @@ def test_names(names: np.ndarray) -> np.ndarray:
     return val_mask(np.char.lower(np.asarray(names, dtype=str)), NAME_TEST_FRAC, NAME_SPLIT_SEED)
 
 
+@dataclass(frozen=True)
+class Famous:
+    """Famous places and natural sites (data/text/famous_places.csv): text, kind, country (N,) str, latlon (N, 2) degrees."""
+
+    text: np.ndarray
+    latlon: np.ndarray
+    kind: np.ndarray
+    country: np.ndarray
+
+
+def load_famous(path: str | Path = FAMOUS) -> Famous:
+    """The famous-places list written before training (held out of training by exact string)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path}: no rows (expected text,lat,lon,kind,country)")
+    col = lambda k: np.array([r[k].strip() for r in rows], dtype=str)  # noqa: E731
+    return Famous(col("text"), np.array([[float(r["lat"]), float(r["lon"])] for r in rows]), col("kind"),
+                  col("country"))
+
+
+def not_famous(texts) -> np.ndarray:
+    """Bool (N,): texts that are not, case-insensitively, one of the famous-places strings."""
+    held = {t.lower() for t in load_famous().text.tolist()}
+    return np.array([str(t).lower() not in held for t in texts], dtype=bool)
+
+
 def default_config(steps: int = 4000) -> TrainConfig:
-    """The text model's training configuration (rfm, 0.65 M parameters ≈ 2.6 MB; ≈ 3 min on 2 cores)."""
+    """The text model's training configuration (rfm, 0.65 M parameters ≈ 2.6 MB)."""
     return TrainConfig(family="rfm", dim=128, depth=3, expansion=4, steps=steps, batch_size=1024, lr=2e-3,
                        weight_decay=0.05, warmup_steps=200, ema_decay=0.999, cond_drop=0.1,
                        val_every=10 ** 9, checkpoint_every=max(1, steps // 4), log_every=50, val_max=1)
