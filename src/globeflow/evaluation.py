@@ -13,7 +13,7 @@ the truth's density is the probability-flow ODE (``Geolocator.log_prob``, RK4,
 ``density_steps``). ``fm``/``diffusion`` densities are direction densities by a radial
 Gauss–Legendre quadrature of ODE solves (:func:`globeflow.density.direction_log_prob`) — far
 slower, so they are computed for ``r3_photos`` photos per fold and ``r3_samples`` samples.
-``diffusion`` samples come from its ``heun`` ODE sampler without the official x̂₀ clamp, so that
+``fm``/``diffusion`` samples come from the ``heun`` ODE sampler without the official x̂₀ clamp, so that
 samples and densities describe one model (:func:`ode_sampler`).
 """
 
@@ -210,9 +210,8 @@ def train_generative(family: str, train: EvalData, s: EvalSettings, seed: int, o
 
 
 def ode_sampler(geo) -> dict:
-    """Sampler arguments whose samples follow the model's density: diffusion uses ``heun`` without the
-    official x̂₀ clamp (the clamped DDIM leaves the ODE's distribution); rfm/fm their default Euler."""
-    return {"sampler": "heun", "clamp": False} if geo.family == "diffusion" else {}
+    """Sampler arguments whose samples follow the model's density (one rule: ``Geolocator.ode_sampler``)."""
+    return geo.ode_sampler()
 
 
 def r3_densities(geo, emb: np.ndarray, truth: np.ndarray, cfg: float, s: EvalSettings,
