@@ -1,8 +1,11 @@
 #!/bin/sh
 # Regenerates reports/im2gps3k/report.md and report.json (run from the repository root, with the
-# project's environment active; timed in report.md's header, 2 threads on a 2-core machine).
-# fm/diffusion direction densities (radial quadrature of ODE solves) are computed for 25 photos
-# per fold (--r3-photos): their point metrics use those photos, their draws use all.
+# project's environment active and ../shared beside the checkout for the MP-16 locations; timed in
+# report.md's header: 2 worker processes of one torch thread each on a 2-core machine).
+# Models ending in +prior also train on 100,000 MP-16 photo locations (unconditional rows).
+# fm/diffusion direction densities (radial quadrature of ODE solves) are computed for 100 photos
+# per fold (--r3-photos) with 16 own samples each: their point metrics use those photos, their draws all.
 exec globeflow evaluate --store data/im2gps3k/efficientnet-lite0 --folds 3 \
-  --models rfm,fm,diffusion,regression,cells,retrieval,vmf,vmf_mixture --cfg 0,tuned --tune-grid=-1,-0.5,0,1 \
-  --tune-photos 60 --seed 0 --threads 2 --out reports/im2gps3k/report.md --json reports/im2gps3k/report.json
+  --models rfm,rfm+prior,fm,diffusion,regression,cells,cells+prior,retrieval,vmf,vmf_mixture,vmf_mixture+prior \
+  --cfg 0,tuned --tune-grid=-1,-0.5,0,1 --tune-photos 60 --r3-photos 100 --r3-samples 16 --seed 0 \
+  --threads 1 --workers 2 --no-progress --out reports/im2gps3k/report.md --json reports/im2gps3k/report.json

@@ -8,6 +8,16 @@ sample, the log-density of the truth and the log-densities of K own samples (nat
 steradian); metrics are computed from these per photo, pooled over folds, with 95 %
 intervals from a bootstrap over photographers.
 
+Training recipe of the generative models (density first): each fold's training photographers are
+split once more (``tune_frac`` held out); the model trains on the rest with warmup + cosine
+learning rate and EMA weights, validating every ``val_every`` steps on the NLL of the held-out
+photographers' locations under the null condition (the prior that guidance shrinks towards),
+and keeps the best EMA weights (early stopping after ``patience`` validations without gain). The
+same held-out photographers choose the ``tuned`` guidance. A model name ending in ``+prior``
+also trains on ``prior_rows`` extra *unconditional* locations (MP-16 Flickr photos by default)
+under the null condition; the baselines that can use such rows (cells, vmf_mixture) fit their
+prior part on them as well.
+
 Densities: ``rfm`` samples carry their exact along-trajectory density (discrete sampler);
 the truth's density is the probability-flow ODE (``Geolocator.log_prob``, RK4,
 ``density_steps``). ``fm``/``diffusion`` densities are direction densities by a radial
@@ -38,7 +48,40 @@ log = logging.getLogger(__name__)
 GENERATIVE = ("rfm", "fm", "diffusion")
 BASELINES = ("regression", "cells", "retrieval", "vmf", "vmf_mixture")
 ALL_MODELS = GENERATIVE + BASELINES
+PRIOR_SUFFIX = "+prior"  # model name suffix: also train on the extra unconditional rows
+PRIOR_MODELS = GENERATIVE + ("cells", "vmf_mixture")  # models that can use those rows
 TUNE_METRICS = ("nll", "geoscore")
+MP16 = Path(__file__).resolve().parents[3] / "shared" / "data" / "mp16" / "coordinates_100k.csv"
+
+
+def base_model(name: str) -> str:
+    """'rfm+prior' → 'rfm'; 'cells' → 'cells'."""
+    return name.removesuffix(PRIOR_SUFFIX)
+
+
+def uses_prior(name: str) -> bool:
+    return name.endswith(PRIOR_SUFFIX)
+
+
+def check_models(models: Sequence[str]) -> None:
+    """Raise a ValueError naming every unknown model (or a ``+prior`` variant of one that cannot use them)."""
+    bad = [m for m in models if base_model(m) not in ALL_MODELS or (uses_prior(m) and base_model(m) not in PRIOR_MODELS)]
+    if bad or not models:
+        raise ValueError(f"unknown models {bad or list(models)}; choose from {list(ALL_MODELS)}, "
+                         f"or {', '.join(m + PRIOR_SUFFIX for m in PRIOR_MODELS)}")
+
+
+def load_prior_rows(path: str | Path, rows: int, seed: int = 0) -> np.ndarray:
+    """(rows, 2) degrees: a fixed random subset of a LAT,LON CSV (the MP-16 location sample by default);
+    rows with invalid coordinates are dropped."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"prior rows: no such file {path} (a CSV with LAT,LON columns)")
+    ll = np.loadtxt(path, delimiter=",", skiprows=1, usecols=(0, 1), ndmin=2)
+    ll = ll[np.isfinite(ll).all(1) & (np.abs(ll[:, 0]) <= 90)]
+    if rows < len(ll):
+        ll = ll[np.sort(np.random.default_rng(seed).choice(len(ll), rows, replace=False))]
+    return ll
 
 
 # ---------------------------------------------------------------- data and folds
@@ -123,12 +166,20 @@ class EvalSettings:
     r3_photos: int = 25  # photos per fold with fm/diffusion densities (0 = all)
     r3_samples: int = 32  # own samples per photo with fm/diffusion densities
     r3_nodes: int = 12  # radial Gauss–Legendre nodes (in asinh of the radius, see density.RadialShell)
-    train_steps: int = 600
+    train_steps: int = 2000  # most optimizer steps (early stopping may end sooner)
     dim: int = 128
-    depth: int = 2
+    depth: int = 3
     batch_size: int = 256
-    lr: float = 1e-3
+    lr: float = 2e-3  # peak of warmup + cosine
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
     cond_drop: float = 0.5  # null-condition rate: the prior that cfg < 0 shrinks towards
+    val_every: int = 250  # steps between validations (held-out photographers' NLL, null condition)
+    patience: int = 3  # validations without improvement before stopping; 0 = train every step
+    val_photos: int = 300  # held-out photos whose NLL drives early stopping (0 = all)
+    prior_rows: int = 100_000  # extra unconditional rows of the ``+prior`` models
+    prior_file: str = str(MP16)
+    prior_repeat: int = 10  # times the photos are repeated beside the prior rows (photo share per batch)
     tune_grid: tuple[float, ...] = (-1.0, -0.5, 0.0, 1.0, 2.0)  # w < 0: towards the prior
     tune_frac: float = 0.25  # photographers of the training folds held out to choose cfg
     tune_metric: str = "nll"  # nll (minimise) | geoscore (maximise)
@@ -137,13 +188,13 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         for name in ("samples", "best_of", "steps", "density_steps", "r3_samples", "r3_nodes", "train_steps",
-                     "dim", "depth", "batch_size", "n_boot"):
+                     "dim", "depth", "batch_size", "n_boot", "val_every", "prior_rows", "prior_repeat"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)!r}")
         if self.best_of > self.samples:
             raise ValueError(f"best_of ({self.best_of}) cannot exceed samples ({self.samples})")
-        if self.r3_photos < 0 or self.tune_photos < 0:
-            raise ValueError("r3_photos and tune_photos must be >= 0")
+        if self.r3_photos < 0 or self.tune_photos < 0 or self.val_photos < 0 or self.patience < 0:
+            raise ValueError("r3_photos, tune_photos, val_photos and patience must be >= 0")
         if self.tune_metric not in TUNE_METRICS:
             raise ValueError(f"tune_metric must be one of {TUNE_METRICS}; got {self.tune_metric!r}")
         if not 0.0 < self.tune_frac < 1.0:
@@ -189,24 +240,53 @@ def predict_baseline(model, test: EvalData, s: EvalSettings, seed: int) -> Predi
     return Predictions(point, samples[:, 0], np.asarray(truth, dtype=np.float64), lp)
 
 
-def fit_baseline(name: str, train: EvalData, seed: int):
+def fit_baseline(name: str, train: EvalData, seed: int, prior: np.ndarray | None = None):
+    """Fit baseline ``name`` ('cells', or 'cells+prior' with ``prior`` rows (P, 2) degrees) on ``train``."""
     from globeflow.baselines import make_baseline
 
-    return make_baseline(name).fit(train.emb, train.latlon, train.groups, seed=seed)
+    model = make_baseline(base_model(name))
+    if prior is None or not uses_prior(name):
+        return model.fit(train.emb, train.latlon, train.groups, seed=seed)
+    return model.fit(train.emb, train.latlon, train.groups, seed=seed, prior=prior)
 
 
-def train_generative(family: str, train: EvalData, s: EvalSettings, seed: int, out: Path):
-    """Train a denoiser on ``train`` into ``out`` and return its EMA weights as a Geolocator."""
+def training_rows(train: EvalData, prior: np.ndarray | None, repeat: int):
+    """The training stream's rows: the photos with their embeddings; with ``prior`` (P, 2) degrees, the
+    photos repeated ``repeat`` times plus the prior rows under the null (zero) embedding."""
+    from globeflow import training as T
+
+    if prior is None or len(prior) == 0:
+        return T.MemoryData.from_latlon(train.latlon, train.emb)
+    emb = np.concatenate([np.tile(train.emb, (repeat, 1)), np.zeros((len(prior), train.emb.shape[1]), np.float32)])
+    return T.MemoryData.from_latlon(np.concatenate([np.tile(train.latlon, (repeat, 1)), prior]), emb)
+
+
+def train_generative(family: str, train: EvalData, s: EvalSettings, seed: int, out: Path, *,
+                     val: EvalData | None = None, prior: np.ndarray | None = None):
+    """Train a denoiser on ``train`` (plus ``prior`` rows under the null condition) into ``out``.
+
+    Returns EMA weights as a Geolocator: with ``val`` photos, the weights of lowest NLL of their
+    locations under the null condition (checked every ``val_every`` steps; early stopping after
+    ``patience`` checks without gain), else the last. ``geo.info.training`` holds step and best_step.
+    """
     from globeflow import training as T
     from globeflow.checkpoints import ModelInfo
     from globeflow.geolocator import Geolocator
 
+    checks = val is not None and len(val) > 0
     cfg = T.TrainConfig(family=family, dim=s.dim, depth=s.depth, steps=s.train_steps, batch_size=s.batch_size,
-                        lr=s.lr, warmup_steps=min(200, s.train_steps // 5), cond_drop=s.cond_drop, seed=seed,
-                        val_frac=0.0, val_every=10**9, checkpoint_every=10**9, log_every=max(1, s.train_steps))
-    data = T.MemoryData.from_latlon(train.latlon, train.emb, train.groups)
-    T.train(cfg, T.MemorySource(data, seed), out, info=ModelInfo(model_id=f"eval-{family}"), resume=False)
-    return Geolocator.from_pretrained(out)
+                        lr=s.lr, weight_decay=s.weight_decay, warmup_steps=min(200, s.train_steps // 5),
+                        ema_decay=s.ema_decay, cond_drop=s.cond_drop, seed=seed, val_frac=0.0,
+                        val_every=s.val_every if checks else 10**9, val_max=len(val) if checks else 1,
+                        val_nll_points=len(val) if checks else 0, val_nll_steps=16,
+                        patience=s.patience if checks else 0, checkpoint_every=10**9,
+                        log_every=max(1, s.train_steps))
+    held = None
+    if checks:  # the null condition: the prior that guidance w < 0 shrinks towards
+        held = T.MemoryData.from_latlon(val.latlon, np.zeros_like(val.emb))
+    T.train(cfg, T.MemorySource(training_rows(train, prior, s.prior_repeat), seed), out, val=held,
+            info=ModelInfo(model_id=f"eval-{family}"), resume=False)
+    return Geolocator.from_pretrained(out / "best" if checks and (out / "best").is_dir() else out)
 
 
 def ode_sampler(geo) -> dict:
@@ -285,12 +365,11 @@ def density_subset(m: int, s: EvalSettings, seed: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- tuning cfg
 
-@dataclass
-class TuneResult:
-    cfg: float
-    scores: dict[str, float]  # criterion per candidate (mean NLL nats, or mean GeoScore)
-    train_ids: np.ndarray  # ids the tuning model was trained on
-    val_ids: np.ndarray  # ids the candidates were scored on
+def subsample(data: EvalData, n: int, seed: int) -> EvalData:
+    """At most n rows of ``data`` (a fixed random subset in the original order); n = 0: all."""
+    if n <= 0 or len(data) <= n:
+        return data
+    return data.select(np.sort(np.random.default_rng(seed).choice(len(data), n, replace=False)))
 
 
 def truth_log_prob(geo, emb: np.ndarray, latlon: np.ndarray, cfg: float, s: EvalSettings, seed: int) -> np.ndarray:
@@ -306,19 +385,11 @@ def truth_log_prob(geo, emb: np.ndarray, latlon: np.ndarray, cfg: float, s: Eval
     return _direction_log_probs(geo, e, u, xyz, cfg, s)[:, 0]
 
 
-def tune_cfg(family: str, train: EvalData, s: EvalSettings, seed: int, workdir: Path) -> TuneResult:
-    """Choose cfg among ``s.tune_grid`` using the training folds only.
-
-    An inner group split holds out ``tune_frac`` of the training photographers; a model is
-    trained on the rest and each candidate is scored on (at most ``tune_photos`` of) the
-    held-out photos: mean NLL of the truth (lowest wins) or best-of-N GeoScore (highest wins).
-    """
-    tr, va = inner_split(train.groups, s.tune_frac, seed)
-    inner = train.select(tr)
-    geo = train_generative(family, inner, s, seed, workdir)
-    val = train.select(va)
-    if s.tune_photos and len(val) > s.tune_photos:
-        val = val.select(np.sort(np.random.default_rng(seed).choice(len(val), s.tune_photos, replace=False)))
+def tune_cfg(geo, held: EvalData, s: EvalSettings, seed: int) -> tuple[float, dict[str, float]]:
+    """Choose cfg among ``s.tune_grid`` on photographers held out of the model's training (never the
+    test fold): each candidate is scored on (at most ``tune_photos`` of) their photos by mean NLL of
+    the truth (lowest wins) or best-of-N GeoScore (highest wins). Returns (cfg, scores)."""
+    val = subsample(held, s.tune_photos, seed)
     scores = {}
     for w in s.tune_grid:
         if s.tune_metric == "nll":
@@ -328,7 +399,7 @@ def tune_cfg(family: str, train: EvalData, s: EvalSettings, seed: int, workdir: 
             scores[f"{w:g}"] = float(M.geoscore(M.haversine_km(pred.point, val.latlon)).mean())
     pick = min if s.tune_metric == "nll" else max
     best = pick(scores, key=scores.get)
-    return TuneResult(float(best), scores, inner.ids, train.ids[va])
+    return float(best), scores
 
 
 # ---------------------------------------------------------------- per-photo metrics
@@ -500,6 +571,42 @@ def summarize_folds(tables: list[dict[str, np.ndarray]], truths: list[np.ndarray
     return out
 
 
+def paired_difference(a: np.ndarray, b: np.ndarray, groups: np.ndarray, n_boot: int, seed: int,
+                      level: float = 0.95) -> dict:
+    """Mean of a − b over the photos (M,) where both are finite, with a percentile interval from
+    resampling photographers (the same replicates as :func:`bootstrap_intervals`)."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    if not ok.any():
+        return {"mean": math.nan, "ci95": [math.nan, math.nan], "n": 0}
+    d = (a - b)[ok]
+    w = _boot_weights(groups, n_boot, seed)[:, ok]
+    tot = w.sum(1)
+    stats = (w @ d)[tot > 0] / tot[tot > 0]
+    q = (1 - level) / 2
+    return {"mean": float(d.mean()), "ci95": [float(np.quantile(stats, q)), float(np.quantile(stats, 1 - q))],
+            "n": int(ok.sum())}
+
+
+def nll_comparisons(collected: dict, n_boot: int, seed: int) -> dict[str, dict]:
+    """Each generative model and cfg against the baseline of lowest pooled NLL among those trained on
+    no more data (no ``+prior`` baseline for a model without the prior rows): the paired NLL
+    difference (nats/sr, negative = the generative model is better) on the photos both have."""
+    pooled = {(name, key): (np.concatenate([r.table["nll_nats"] for r in runs]), np.concatenate([r.groups for r in runs]))
+              for name, by_cfg in collected.items() for key, runs in by_cfg.items()}
+    out = {}
+    for (name, key), (nll, groups) in pooled.items():
+        if base_model(name) not in GENERATIVE:
+            continue
+        rivals = {b: v[0] for (b, _), v in pooled.items() if base_model(b) in BASELINES
+                  and (uses_prior(name) or not uses_prior(b)) and np.isfinite(v[0]).any()}
+        if not rivals:
+            continue
+        best = min(rivals, key=lambda b: _nanmean(rivals[b]))
+        out[f"{name} {key}"] = {"model": name, "cfg": key, "baseline": best, "baseline_nll": _nanmean(rivals[best]),
+                                **paired_difference(nll, rivals[best], groups, n_boot, seed)}
+    return out
+
+
 # ---------------------------------------------------------------- the whole evaluation
 
 @dataclass
@@ -518,7 +625,8 @@ class Evaluation:
     """Results: ``report`` in the JSON schema, plus what was chosen and how long it took."""
 
     report: dict = field(default_factory=dict)
-    tuned: dict = field(default_factory=dict)  # model → [{fold, cfg, scores, train_n, val_n}]
+    tuned: dict = field(default_factory=dict)  # generative model → [{fold, cfg, scores, train_n, val_n, steps}]
+    comparisons: dict = field(default_factory=dict)  # "model cfg=…" → paired NLL difference vs the best baseline
     seconds: dict = field(default_factory=dict)  # model → wall seconds
     cpu_seconds: dict = field(default_factory=dict)
     splits: list = field(default_factory=list)  # [(train ids, test ids)] per fold
@@ -533,59 +641,100 @@ def _cfg_key(w) -> str:
 
 
 def run_model(name: str, train: EvalData, test: EvalData, cfgs: Sequence, s: EvalSettings, seed: int,
-              truth_keys: dict, workdir: Path) -> tuple[dict[str, FoldRun], list[dict]]:
-    """Fit ``name`` on ``train`` and score it on ``test`` for each cfg ('tuned' allowed)."""
-    runs, tuned = {}, []
-    if name not in GENERATIVE:
-        model = fit_baseline(name, train, seed)
+              truth_keys: dict, workdir: Path, prior: np.ndarray | None = None) -> tuple[dict[str, FoldRun], list[dict]]:
+    """Fit ``name`` on ``train`` (``+prior`` names: also on ``prior`` rows) and score it on ``test`` for
+    each cfg ('tuned' allowed). Returns (runs by cfg key, [one training record for a generative model])."""
+    runs = {}
+    prior = prior if uses_prior(name) else None
+    if base_model(name) not in GENERATIVE:
+        model = fit_baseline(name, train, seed, prior)
         pred = predict_baseline(model, test, s, seed)
         runs["cfg=0"] = FoldRun(photo_metrics(pred, test.latlon, truth_keys), test.latlon, pred.draw, test.groups, 0.0)
-        return runs, tuned
-    geo = train_generative(name, train, s, seed, workdir / f"{name}-model")
-    rows = None if name == "rfm" else density_subset(len(test), s, seed)
+        return runs, []
+    tr, va = inner_split(train.groups, s.tune_frac, seed)
+    inner, held = train.select(tr), train.select(va)
+    geo = train_generative(base_model(name), inner, s, seed, workdir / f"{name}-model",
+                           val=subsample(held, s.val_photos, seed), prior=prior)
+    record = {"train_n": len(inner), "val_n": len(held), "val_ids": held.ids.tolist(),
+              "steps_run": int(geo.info.training.get("step", 0)), "best_step": geo.info.training.get("best_step")}
+    rows = None if base_model(name) == "rfm" else density_subset(len(test), s, seed)
     for w in cfgs:
         if w == "tuned":
-            res = tune_cfg(name, train, s, seed, workdir / f"{name}-tune")
-            tuned.append({"cfg": res.cfg, "scores": res.scores, "train_n": len(res.train_ids),
-                          "val_n": len(res.val_ids), "val_ids": res.val_ids.tolist()})
-            value = res.cfg
+            value, record["scores"] = tune_cfg(geo, held, s, seed)
+            record["cfg"] = value
         else:
             value = float(w)
         pred = predict_generative(geo, test, value, s, seed, density_rows=rows)
         runs[_cfg_key(w)] = FoldRun(photo_metrics(pred, test.latlon, truth_keys), test.latlon, pred.draw,
                                     test.groups, value)
-    return runs, tuned
+    return runs, [record]
+
+
+def _run_task(task: tuple) -> tuple:
+    """One (fold, model) of :func:`evaluate`, in this process or a worker: (fold, name, runs, records,
+    wall seconds, CPU seconds of this process)."""
+    f, name, train, test, cfgs, s, seed, keys, workdir, prior, threads = task
+    if threads:
+        torch.set_num_threads(threads)
+    w0, c0 = time.perf_counter(), _cpu()
+    runs, records = run_model(name, train, test, cfgs, s, seed, keys, Path(workdir), prior)
+    log.info("fold %d %s done in %.0f s", f, name, time.perf_counter() - w0)
+    return f, name, runs, records, time.perf_counter() - w0, _cpu() - c0
+
+
+def _run_tasks(tasks: list[tuple], workers: int, bar) -> list[tuple]:
+    """Results of :func:`_run_task` for every task, in order; ``workers`` > 1: that many processes,
+    each with one torch thread, slowest tasks (generative models) started first."""
+    if workers <= 1 or len(tasks) <= 1:
+        out = []
+        for t in tasks:
+            bar.set_postfix(fold=t[0], model=t[1])
+            out.append(_run_task(t))
+            bar.update(1)
+        return out
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    order = sorted(range(len(tasks)), key=lambda i: base_model(tasks[i][1]) not in GENERATIVE)
+    results: dict[int, tuple] = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_task, tasks[i][:-1] + (1,)): i for i in order}
+        for fut in as_completed(futures):
+            results[futures[fut]] = fut.result()
+            bar.update(1)
+    return [results[i] for i in range(len(tasks))]
 
 
 def evaluate(splits: Sequence[tuple[EvalData, EvalData]], models: Sequence[str], cfgs: Sequence,
-             s: EvalSettings, *, progress: bool = False, workdir: str | Path | None = None) -> Evaluation:
+             s: EvalSettings, *, progress: bool = False, workdir: str | Path | None = None,
+             workers: int = 1) -> Evaluation:
     """Evaluate ``models`` on (train, test) pairs. One pair: plain values; several (folds): means,
-    photographer-bootstrap intervals and per-fold values (see :func:`summarize_folds`)."""
+    photographer-bootstrap intervals and per-fold values (see :func:`summarize_folds`).
+
+    ``+prior`` models also train on ``s.prior_rows`` rows of ``s.prior_file``. ``workers`` > 1 runs the
+    (fold, model) tasks in that many processes (one torch thread each)."""
     from tqdm.auto import tqdm
 
-    unknown = [m for m in models if m not in ALL_MODELS]
-    if unknown:
-        raise ValueError(f"unknown models {unknown}; choose from {list(ALL_MODELS)}")
+    check_models(models)
     ev = Evaluation(splits=[(tr.ids, te.ids) for tr, te in splits])
+    prior = load_prior_rows(s.prior_file, s.prior_rows, s.seed) if any(uses_prior(m) for m in models) else None
     collected: dict[str, dict[str, list[FoldRun]]] = {m: {} for m in models}
     keys = [truth_admin_keys(te.latlon) for _, te in splits]
     bar = tqdm(total=len(splits) * len(models), desc="evaluate", unit="model", disable=not progress,
                dynamic_ncols=True)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        for f, (train, test) in enumerate(splits):
-            for name in models:
-                bar.set_postfix(fold=f, model=name)
-                w0, c0 = time.perf_counter(), _cpu()
-                runs, tuned = run_model(name, train, test, cfgs, s, s.seed + 1000 * f, keys[f], Path(tmp) / f"fold{f}")
-                ev.seconds[name] = ev.seconds.get(name, 0.0) + time.perf_counter() - w0
-                ev.cpu_seconds[name] = ev.cpu_seconds.get(name, 0.0) + _cpu() - c0
-                for t in tuned:
-                    ev.tuned.setdefault(name, []).append({"fold": f, **t})
-                for key, run in runs.items():
-                    collected[name].setdefault(key, []).append(run)
-                bar.update(1)
-                log.info("fold %d %s done in %.0f s", f, name, time.perf_counter() - w0)
+        tasks = [(f, name, train, test, cfgs, s, s.seed + 1000 * f, keys[f], str(Path(tmp) / f"fold{f}-{name}"),
+                  prior if uses_prior(name) else None, 0)
+                 for f, (train, test) in enumerate(splits) for name in models]
+        for f, name, runs, records, wall, cpu in _run_tasks(tasks, workers, bar):
+            ev.seconds[name] = ev.seconds.get(name, 0.0) + wall
+            ev.cpu_seconds[name] = ev.cpu_seconds.get(name, 0.0) + cpu
+            for t in records:
+                ev.tuned.setdefault(name, []).append({"fold": f, **t})
+            for key, run in runs.items():
+                collected[name].setdefault(key, []).append(run)
     bar.close()
+    ev.comparisons = nll_comparisons(collected, s.n_boot, s.seed)
     for name, by_cfg in collected.items():
         ev.report[name] = {}
         for key, runs in by_cfg.items():

@@ -27,6 +27,7 @@ class Baseline(Protocol):
 
     def fit(self, emb: np.ndarray, latlon_deg: np.ndarray, groups: np.ndarray | None = None, *,
             seed: int = 0) -> "Baseline": ...
+    # cells and vmf_mixture also take ``prior=`` (P, 2) degrees: extra unconditional locations
 
     def sample(self, emb: np.ndarray, num_samples: int, *, seed: int | None = None) -> np.ndarray: ...
 
@@ -50,6 +51,14 @@ def check_inputs(emb: np.ndarray, latlon_deg: np.ndarray | None = None) -> tuple
     if not np.isfinite(c).all() or (np.abs(c[:, 0]) > 90).any():
         raise ValueError("latlon_deg must be finite with |lat| ≤ 90 degrees")
     return e, c
+
+
+def check_prior(latlon_deg) -> np.ndarray:
+    """Extra unconditional locations (P, 2) degrees as float64; raises a ValueError on bad rows."""
+    c = np.asarray(latlon_deg, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != 2 or not np.isfinite(c).all() or (np.abs(c[:, 0]) > 90).any():
+        raise ValueError(f"prior rows must be finite (P, 2) degrees with |lat| ≤ 90; got shape {c.shape}")
+    return c
 
 
 def to_xyz(latlon_deg: np.ndarray) -> torch.Tensor:

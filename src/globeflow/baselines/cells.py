@@ -9,6 +9,11 @@ small uniform component ε so that no place has zero density:
 Sampling is exact: a cell from the mixture, then uniform in sin(lat) and lon inside it.
 Point estimate: the mean direction of the training points in the most probable cell
 (the cell's area centre when it is empty).
+
+Extra unconditional rows (``fit(..., prior=latlon)``, e.g. MP-16 photo locations): the quadtree is
+built from photos and prior rows together, and the classifier's logits are the log of the cell's
+share of all those rows (a smoothed histogram, the prior part) plus an MLP's correction from the
+embedding, which starts at zero and is trained on the photos only.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from globeflow.baselines.base import (Standardizer, check_inputs, collapse_repeats, group_split, seed_everything,
-                                      single_thread, to_latlon, to_xyz, train_by_nll)
+from globeflow.baselines.base import (Standardizer, check_inputs, check_prior, collapse_repeats, group_split,
+                                      seed_everything, single_thread, to_latlon, to_xyz, train_by_nll)
 from globeflow.sphere import SPHERE_AREA, normalize
 
 
@@ -85,12 +90,24 @@ def assign_cells(cells: np.ndarray, latlon_deg: np.ndarray) -> np.ndarray:
 
 
 class _Classifier(nn.Module):
-    def __init__(self, dim: int, num_cells: int, hidden: int):
+    """Cell logits: MLP(x), or log prior (C,) + MLP(x) with the MLP's output starting at zero."""
+
+    def __init__(self, dim: int, num_cells: int, hidden: int, log_prior: torch.Tensor | None = None):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, num_cells))
+        self.register_buffer("log_prior", torch.zeros(num_cells) if log_prior is None else log_prior.float())
+        if log_prior is not None:
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x) + self.log_prior
+
+
+def cell_log_prior(labels: np.ndarray, num_cells: int, alpha: float = 0.5) -> torch.Tensor:
+    """(C,) log share of the rows in each cell, with ``alpha`` pseudo-rows per cell (no empty cell is impossible)."""
+    counts = np.bincount(labels, minlength=num_cells) + alpha
+    return torch.as_tensor(np.log(counts / counts.sum()))
 
 
 class CellsBaseline:
@@ -101,15 +118,20 @@ class CellsBaseline:
     def __init__(self, max_points: int = 50, hidden: int = 128, epsilon: float = 1e-3, epochs: int = 200):
         self.max_points, self.hidden, self.epsilon, self.epochs = max_points, hidden, epsilon, epochs
 
-    def fit(self, emb, latlon_deg, groups=None, *, seed: int = 0) -> "CellsBaseline":
+    def fit(self, emb, latlon_deg, groups=None, *, seed: int = 0, prior=None) -> "CellsBaseline":
+        """Photos: emb (N, D), latlon (N, 2) degrees; prior: optional (P, 2) degrees of extra
+        unconditional locations for the cells and the prior part of the logits."""
         e, c = check_inputs(emb, latlon_deg)
         gen = seed_everything(seed)
-        self.cells = build_quadtree(_canonical(c), self.max_points)
+        where = c if prior is None else np.concatenate([c, check_prior(prior)])
+        self.cells = build_quadtree(_canonical(where), self.max_points)
         self.area = cell_area_sr(self.cells)
-        labels = torch.as_tensor(assign_cells(self.cells, c))
-        self._centres = self._cell_centres(c, labels.numpy())
+        every = assign_cells(self.cells, where)
+        labels = torch.as_tensor(every[:len(c)])
+        self._centres = self._cell_centres(where, every)
         self.scaler = Standardizer(e)
-        self.model = _Classifier(e.shape[1], len(self.cells), self.hidden)
+        log_prior = None if prior is None else cell_log_prior(every, len(self.cells))
+        self.model = _Classifier(e.shape[1], len(self.cells), self.hidden, log_prior)
         tr, va = group_split(len(e), groups, seed=seed)
         loss = lambda m, x, y: nn.functional.cross_entropy(m(x), y, reduction="none")  # noqa: E731
         self.val_nll = train_by_nll(self.model, loss, self.scaler(e), labels, tr, va,

@@ -8,6 +8,11 @@
 Both are trained with Adam and early stopping on a group-aware validation split.
 Point estimates: μ(e) for ``vmf``; for the mixture, the component mean with the
 highest mixture density.
+
+``vmf_mixture`` with extra unconditional rows (``fit(..., prior=latlon)``): the prior part, an
+unconditional mixture (means, concentrations, weights), is fitted on photos and prior rows
+together; then only the embedding's correction of the log-weights (an MLP starting at zero) is
+trained on the photos.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ import torch
 from torch import nn
 
 from globeflow.baselines import vmf
-from globeflow.baselines.base import (Standardizer, check_inputs, collapse_repeats, group_split, seed_everything,
-                                      single_thread, to_latlon, to_xyz, train_by_nll)
+from globeflow.baselines.base import (Standardizer, check_inputs, check_prior, collapse_repeats, group_split,
+                                      seed_everything, single_thread, to_latlon, to_xyz, train_by_nll)
 from globeflow.sphere import normalize
 
 KAPPA_MIN, KAPPA_MAX = 1e-3, 1e5
@@ -47,17 +52,36 @@ class _VMFNet(nn.Module):
 
 
 class _MixtureNet(nn.Module):
-    def __init__(self, dim: int, hidden: int, means: torch.Tensor, kappa0: float):
+    """log-weights softmax(MLP(x) + log_prior), means and concentrations shared by all rows."""
+
+    def __init__(self, dim: int, hidden: int, means: torch.Tensor, kappa0: float,
+                 log_prior: torch.Tensor | None = None):
         super().__init__()
         self.weights = _mlp(dim, hidden, len(means))
         self.means = nn.Parameter(means.float().clone())
         inv_softplus = float(np.log(np.expm1(kappa0)))
         self.raw_kappa = nn.Parameter(torch.full((len(means),), inv_softplus))
+        self.register_buffer("log_prior", torch.zeros(len(means)) if log_prior is None else log_prior.float())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        log_w = torch.log_softmax(self.weights(x), -1)
+        log_w = torch.log_softmax(self.weights(x) + self.log_prior, -1)
         mu = normalize(self.means).expand(len(x), -1, -1)
         return log_w, mu, _kappa(self.raw_kappa).expand(len(x), -1)
+
+
+class _PriorMixture(nn.Module):
+    """An unconditional vMF mixture (the prior part); its input only sets the batch size."""
+
+    def __init__(self, means: torch.Tensor, kappa0: float):
+        super().__init__()
+        self.means = nn.Parameter(means.float().clone())
+        self.raw_kappa = nn.Parameter(torch.full((len(means),), float(np.log(np.expm1(kappa0)))))
+        self.logits = nn.Parameter(torch.zeros(len(means)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = len(x)
+        return (torch.log_softmax(self.logits, -1).expand(n, -1), normalize(self.means).expand(n, -1, -1),
+                _kappa(self.raw_kappa).expand(n, -1))
 
 
 def spherical_kmeans(xyz: torch.Tensor, num: int, iters: int = 20, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -125,18 +149,46 @@ class VMFMixtureBaseline:
     def __init__(self, components: int = 16, hidden: int = 128, kappa0: float = 50.0, epochs: int = 300):
         self.components, self.hidden, self.kappa0, self.epochs = components, hidden, kappa0, epochs
 
-    def fit(self, emb, latlon_deg, groups=None, *, seed: int = 0) -> "VMFMixtureBaseline":
+    def fit(self, emb, latlon_deg, groups=None, *, seed: int = 0, prior=None) -> "VMFMixtureBaseline":
+        """Photos: emb (N, D), latlon (N, 2) degrees; prior: optional (P, 2) degrees of extra
+        unconditional locations for the prior part (means, concentrations, weights)."""
         e, c = check_inputs(emb, latlon_deg)
         gen = seed_everything(seed)
         self.scaler = Standardizer(e)
         y = to_xyz(c).float()
         tr, va = group_split(len(e), groups, seed=seed)
-        means = spherical_kmeans(y[torch.as_tensor(tr)], self.components, generator=gen)
-        self.model = _MixtureNet(e.shape[1], self.hidden, means, self.kappa0)
         nll = lambda m, x, t: -vmf.mixture_log_prob(t, *m(x))  # noqa: E731
+        if prior is None:
+            means = spherical_kmeans(y[torch.as_tensor(tr)], self.components, generator=gen)
+            self.model = _MixtureNet(e.shape[1], self.hidden, means, self.kappa0)
+        else:
+            self.model = self._with_prior(e.shape[1], y, groups, check_prior(prior), seed, gen)
         self.val_nll = train_by_nll(self.model, nll, self.scaler(e), y, tr, va, epochs=self.epochs,
                                     lr=3e-3, generator=gen)
         return self
+
+    def _with_prior(self, dim: int, y: torch.Tensor, groups, prior: np.ndarray, seed: int,
+                    gen: torch.Generator) -> _MixtureNet:
+        """A mixture net whose means, concentrations and prior weights are fitted (then frozen) on the
+        photos' y (N, 3) and the prior rows together; its weight MLP starts at zero."""
+        ally = torch.cat([y, to_xyz(prior).float()])
+        labels = np.concatenate([np.asarray([f"g:{g}" for g in groups] if groups is not None else
+                                            [f"p:{i}" for i in range(len(y))], dtype=str),
+                                 np.char.add("prior:", np.arange(len(prior)).astype(str))])
+        tr, va = group_split(len(ally), labels, seed=seed)
+        part = _PriorMixture(spherical_kmeans(ally[torch.as_tensor(tr)], self.components, generator=gen), self.kappa0)
+        nll = lambda m, x, t: -vmf.mixture_log_prob(t, *m(x))  # noqa: E731
+        train_by_nll(part, nll, torch.zeros(len(ally), 1), ally, tr, va, epochs=min(self.epochs, 60), lr=1e-2,
+                     batch_size=4096, patience=5, generator=gen)
+        net = _MixtureNet(dim, self.hidden, part.means.detach(), self.kappa0,
+                          torch.log_softmax(part.logits.detach(), -1))
+        with torch.no_grad():
+            net.raw_kappa.copy_(part.raw_kappa)
+            net.weights[-1].weight.zero_()
+            net.weights[-1].bias.zero_()
+        net.means.requires_grad_(False)
+        net.raw_kappa.requires_grad_(False)
+        return net
 
     def params(self, emb) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(M, C) log-weights, (M, C, 3) means, (M, C) concentrations, all float64."""

@@ -18,10 +18,18 @@ every model is trained on the other folds), or --train STORE --test STORE (one s
 without coordinates or with bad values are ignored (and counted).
 
 Models: rfm, fm, diffusion (trained here with --train-steps/--dim/--depth ...) and the baselines
-regression, cells, retrieval, vmf, vmf_mixture. --cfg lists guidance weights for the generative
-models; `tuned` chooses one per fold on the training folds only (an inner photographer split,
---tune-frac, minimising the NLL of the held-out photographers, or maximising GeoScore with
---tune-metric geoscore) among --tune-grid.
+regression, cells, retrieval, vmf, vmf_mixture. A name ending in +prior (rfm+prior, fm+prior,
+diffusion+prior, cells+prior, vmf_mixture+prior) also trains on --prior-rows extra unconditional
+locations from --prior-file (default: the MP-16 Flickr location sample in ../shared/data/mp16/):
+generative models under the null condition, cells and vmf_mixture in their prior part.
+
+Generative training recipe: an inner photographer split of the training folds (--tune-frac held
+out); warmup + cosine learning rate, EMA weights, validation every --val-every steps on the NLL of
+the held-out photographers' locations under the null condition, keeping the best EMA weights
+(early stopping after --patience validations without gain; at most --train-steps steps).
+--cfg lists guidance weights for the generative models; `tuned` chooses one per fold on the same
+held-out photographers (lowest NLL, or highest GeoScore with --tune-metric geoscore) among
+--tune-grid. Never on the test fold.
 
 Metrics: GeoScore, mean/median km, acc@1/25/200/750/2500 km, country/region/area/city accuracy
 (reverse geocoding of prediction and truth), NLL (nats; bits_per_dim_official), PRDC (one sample
@@ -29,12 +37,15 @@ per photo vs the truths), localizability, calibration of highest-density regions
 0.5/0.8/0.9/0.95 (coverage and median area km²). Point estimate of a generative model: the
 best of N samples by density (--best-of). With folds every value is {mean, ci95, folds}: the
 pooled value over all test photos, a 95 % bootstrap interval over photographers, and per fold.
+Each generative model is also compared with the best baseline trained on no more data: the paired
+NLL difference on the same photos, with its bootstrap interval.
 fm/diffusion densities need a radial quadrature of ODE solves: they are computed for --r3-photos
 photos per fold (their NLL, calibration, localizability and point estimate use those photos).
 
 Examples:
   globeflow evaluate --store data/im2gps3k/efficientnet-lite0 --folds 5 --out report.md --json report.json
   globeflow evaluate --store STORE --folds 5 --models rfm,vmf,retrieval --cfg 0,tuned
+  globeflow evaluate --store STORE --folds 3 --models rfm,rfm+prior,cells,cells+prior --workers 2
   globeflow evaluate --train TRAIN_STORE --test TEST_STORE --models rfm --cfg 0,2
 """
 
@@ -48,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--folds", type=int, default=5, help="number of photographer-aware folds (default 5)")
     a("--train", type=Path, help="training store (with --test, instead of --store)")
     a("--test", type=Path, help="test store (with --train)")
-    a("--models", default=",".join(ALL_MODELS), help=f"comma-separated, from {','.join(ALL_MODELS)} (default all)")
+    a("--models", default=",".join(ALL_MODELS),
+      help=f"comma-separated, from {','.join(ALL_MODELS)}, or a +prior variant (default all, no +prior)")
     a("--cfg", default="0,tuned", help="guidance weights for rfm/fm/diffusion, numbers or 'tuned' (default 0,tuned)")
     a("--tune-grid", default=",".join(f"{w:g}" for w in d.tune_grid), help="candidates for cfg=tuned")
     a("--tune-metric", choices=TUNE_METRICS, default=d.tune_metric, help=f"criterion for cfg=tuned (default {d.tune_metric})")
@@ -67,6 +79,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--batch-size", type=int, default=d.batch_size, help=f"training batch (default {d.batch_size})")
     a("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
     a("--cond-drop", type=float, default=d.cond_drop, help=f"null-condition rate (default {d.cond_drop})")
+    a("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
+    a("--ema-decay", type=float, default=d.ema_decay, help=f"EMA decay of the kept weights (default {d.ema_decay})")
+    a("--val-every", type=int, default=d.val_every, help=f"steps between validations (default {d.val_every})")
+    a("--patience", type=int, default=d.patience,
+      help=f"validations without improvement before stopping, 0 = never (default {d.patience})")
+    a("--val-photos", type=int, default=d.val_photos,
+      help=f"held-out photos whose NLL drives early stopping, 0 = all (default {d.val_photos})")
+    a("--prior-rows", type=int, default=d.prior_rows, help=f"extra locations of +prior models (default {d.prior_rows:,})")
+    a("--prior-file", type=str, default=d.prior_file, help="CSV (LAT,LON) of those locations (default: MP-16 sample)")
+    a("--prior-repeat", type=int, default=d.prior_repeat,
+      help=f"times the photos are repeated beside the prior rows (default {d.prior_repeat})")
+    a("--workers", type=int, default=1, help="processes running (fold, model) tasks, one torch thread each (default 1)")
     a("--n-boot", type=int, default=d.n_boot, help=f"bootstrap replicates (default {d.n_boot})")
     a("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     a("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -104,6 +128,9 @@ def _settings(args):
                         density_steps=args.density_steps, r3_photos=args.r3_photos, r3_samples=args.r3_samples,
                         r3_nodes=args.r3_nodes, train_steps=args.train_steps, dim=args.dim, depth=args.depth,
                         batch_size=args.batch_size, lr=args.lr, cond_drop=args.cond_drop, tune_grid=grid,
+                        weight_decay=args.weight_decay, ema_decay=args.ema_decay, val_every=args.val_every,
+                        patience=args.patience, val_photos=args.val_photos, prior_rows=args.prior_rows,
+                        prior_file=args.prior_file, prior_repeat=args.prior_repeat,
                         tune_frac=args.tune_frac, tune_photos=args.tune_photos, tune_metric=args.tune_metric, n_boot=args.n_boot)
 
 
@@ -131,14 +158,18 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from globeflow.data.store import StoreError
-    from globeflow.evaluation import ALL_MODELS, evaluate
+    from globeflow.evaluation import check_models, evaluate
 
     if args.threads:
         torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    bad = [m for m in models if m not in ALL_MODELS]
-    if bad or not models:
-        print(f"globeflow evaluate: --models: unknown {bad or args.models!r}; choose from {','.join(ALL_MODELS)}")
+    try:
+        check_models(models)
+    except ValueError as err:
+        print(f"globeflow evaluate: --models: {err}")
+        return 2
+    if args.workers < 1:
+        print(f"globeflow evaluate: --workers must be ≥ 1; got {args.workers}")
         return 2
     try:
         cfgs = parse_cfgs(args.cfg)
@@ -150,16 +181,18 @@ def run(args: argparse.Namespace) -> int:
     if dropped:
         print(f"globeflow evaluate: ignored {dropped} rows without valid coordinates or embeddings", file=sys.stderr)
     command = "globeflow evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
-    w0, c0 = time.perf_counter(), time.process_time()
+    w0, c0 = time.perf_counter(), _cpu_seconds()
     try:
-        ev = evaluate(splits, models, cfgs, settings, progress=not args.no_progress)
+        ev = evaluate(splits, models, cfgs, settings, progress=not args.no_progress, workers=args.workers)
     except ValueError as err:
         print(f"globeflow evaluate: {err}")
         return 2
     meta = {"source": source, "rows_ignored": dropped, "models": models, "cfgs": [str(c) for c in cfgs],
             "settings": settings.to_dict(), "folds": len(splits), "command": command,
-            "wall_seconds": time.perf_counter() - w0, "cpu_seconds": time.process_time() - c0,
-            "threads": torch.get_num_threads(), "model_wall_seconds": ev.seconds, "model_cpu_seconds": ev.cpu_seconds,
+            "wall_seconds": time.perf_counter() - w0, "cpu_seconds": _cpu_seconds() - c0,
+            "threads": torch.get_num_threads(), "workers": args.workers, "load_average": _load(),
+            "model_wall_seconds": ev.seconds, "model_cpu_seconds": ev.cpu_seconds,
+            "nll_vs_best_baseline": ev.comparisons,
             "tuned": {m: [{k: v for k, v in t.items() if k != "val_ids"} for t in ts] for m, ts in ev.tuned.items()},
             "photos": [len(te) for _, te in splits],
             "photographers": [len(set(te.groups)) for _, te in splits]}
@@ -174,6 +207,24 @@ def run(args: argparse.Namespace) -> int:
     if not args.out and not args.json_out:
         print(text)
     return 0
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished child processes (the --workers)."""
+    import os
+
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _load() -> list[float] | None:
+    """1/5/15-minute load averages (None where the OS has none): others' work slows the wall time."""
+    import os
+
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 # ---------------------------------------------------------------- Markdown
@@ -227,19 +278,31 @@ def render_markdown(report: dict, meta: dict) -> str:
         f"Test photos per fold: {meta['photos']}; photographers per fold: {meta['photographers']}.", "",
         "Values: pooled over all test photos" + (" with a 95 % bootstrap interval over photographers "
                                                   f"({s['n_boot']} replicates) in brackets" if meta["folds"] > 1 else "") + ".",
-        f"Generative models: {s['train_steps']} steps, width {s['dim']}, depth {s['depth']}, batch {s['batch_size']}, "
-        f"lr {s['lr']}, null-condition rate {s['cond_drop']}; sampler {s['steps']} steps; point estimate = best of "
+        f"Generative models: at most {s['train_steps']} steps, width {s['dim']}, depth {s['depth']}, batch {s['batch_size']}, "
+        f"lr {s['lr']} (warmup + cosine), weight decay {s.get('weight_decay', 0)}, EMA {s.get('ema_decay', '–')}, "
+        f"null-condition rate {s['cond_drop']}; trained on {1 - s['tune_frac']:.0%} of the training folds' photographers, "
+        f"keeping the EMA weights of lowest NLL of the other {s['tune_frac']:.0%}'s locations under the null condition "
+        f"(up to {s.get('val_photos') or 'all'} photos, checked every {s.get('val_every', '–')} steps, patience "
+        f"{s.get('patience', 0)}). `+prior` models: also {s.get('prior_rows', 0):,} unconditional locations from "
+        f"`{Path(str(s.get('prior_file', ''))).name}` (null condition for generative models, photos repeated "
+        f"×{s.get('prior_repeat', 1)}; the prior part of cells and vmf_mixture). Sampler {s['steps']} steps; point estimate = best of "
         f"N = {s['best_of']} samples by density (fm/diffusion: N = {min(s['best_of'], s['r3_samples'])}, on the density photos only); {s['samples']} own samples per photo for rfm, {s['r3_samples']} for "
         f"fm/diffusion on {s['r3_photos'] or 'all'} photos per fold (radial quadrature, {s['r3_nodes']} nodes, "
         f"{s['density_steps']} RK4 steps). cfg = tuned: per fold, among {s['tune_grid']}, by "
         f"{'lowest NLL' if s['tune_metric'] == 'nll' else 'highest GeoScore'} on up to {s['tune_photos'] or 'all'} photos "
-        f"of {s['tune_frac']:.0%} of the training folds' photographers held out (model retrained on the rest).",
+        f"of the same held-out photographers.",
     ]
     if meta.get("tuned"):
         chosen = "; ".join(f"{m}: {[t['cfg'] for t in ts]}" for m, ts in meta["tuned"].items())
         lines += ["", f"Tuned cfg per fold: {chosen}."]
+    if meta.get("tuned"):
+        steps = "; ".join(f"{m}: {[t.get('best_step') for t in ts]}" for m, ts in meta["tuned"].items())
+        lines += ["", f"Kept EMA step per fold (early stopping): {steps}."]
+    load = meta.get("load_average")
     lines += ["", f"Wall time {meta['wall_seconds'] / 60:.1f} min, CPU time {meta['cpu_seconds'] / 60:.1f} min "
-              f"({meta['threads']} torch threads).", ""]
+              f"({meta.get('workers', 1)} worker processes, {meta['threads']} torch threads in the main one)"
+              + (f"; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)"
+                 if load else "") + ".", ""]
     if meta.get("command"):
         lines += ["```", meta["command"], "```", ""]
     for title, cols in (("Point estimate", POINT_COLUMNS), ("Administrative accuracy (reverse geocoding)", ADMIN_COLUMNS),
@@ -247,4 +310,20 @@ def render_markdown(report: dict, meta: dict) -> str:
                         ("Precision / recall / density / coverage (one sample per photo vs truths)", PRDC_COLUMNS),
                         ("Calibration of highest-density regions (nominal mass: coverage, median area)", CALIB_COLUMNS)):
         lines += [f"## {title}", "", _table(report, cols), ""]
+    if meta.get("nll_vs_best_baseline"):
+        lines += ["## NLL against the best baseline (paired, same photos)", "",
+                  "Δ = generative NLL − baseline NLL (nats/sr; < 0: the generative model is better), on the photos "
+                  "both have a density for; the baseline is the one of lowest pooled NLL among those trained on no "
+                  "more data (no `+prior` baseline for a model without the prior rows).", "",
+                  _comparison_table(meta["nll_vs_best_baseline"]), ""]
     return "\n".join(lines)
+
+
+def _comparison_table(comparisons: dict) -> str:
+    rows = ["| model | cfg | best baseline | baseline NLL (all its photos) | Δ NLL nats | interval below 0 | photos |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for c in comparisons.values():
+        below = "yes" if c["ci95"][1] < 0 else "no"
+        rows.append(f"| {c['model']} | {c['cfg'].removeprefix('cfg=')} | {c['baseline']} | {c['baseline_nll']:.3f} | "
+                    f"{_fmt({'mean': c['mean'], 'ci95': c['ci95']}, 'f3')} | {below} | {c['n']:,} |")
+    return "\n".join(rows)
