@@ -27,13 +27,34 @@ import sys
 import time
 import types
 
-try:  # the real one where it exists (GPU machines); else an inert placeholder
-    import torchvision.transforms  # noqa: F401
-except ImportError:
-    for _name in ("torchvision", "torchvision.transforms"):  # image preprocessing only; never called
-        sys.modules[_name] = types.ModuleType(_name)
-        sys.modules[_name].__spec__ = importlib.machinery.ModuleSpec(_name, None)
+def _torchvision_or_placeholder() -> None:
+    """The real torchvision where it imports (GPU machines); else an inert placeholder for plonk.pipe.
+
+    torchvision is used only for image preprocessing, which the benchmark never runs. A placeholder
+    must not fool transformers, which imports torchvision submodules when it believes torchvision is
+    installed: it is first told "not installed" (``sys.modules[name] = None``), and its cached
+    ``is_torchvision_available()`` keeps that answer after the placeholder goes in.
+    """
+    try:
+        import torchvision.transforms  # noqa: F401
+        return
+    except Exception:  # missing, or a build that does not match this torch (RuntimeError: torchvision::nms)
+        pass
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]  # the half-imported package
+    sys.modules["torchvision"] = None
+    try:
+        from transformers.utils import import_utils
+        import_utils.is_torchvision_available()
+    except ImportError:
+        pass
+    for name in ("torchvision", "torchvision.transforms"):
+        sys.modules[name] = types.ModuleType(name)
+        sys.modules[name].__spec__ = importlib.machinery.ModuleSpec(name, None)
     sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
+
+
+_torchvision_or_placeholder()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
