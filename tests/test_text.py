@@ -82,6 +82,10 @@ def test_namesakes_share_rows_by_photo_popularity(gaz):
     assert bare.sum() == copies.sum()
     near = haversine_km(rows.latlon[bare], np.array([48.8566, 2.3522])) < 100
     assert near.mean() >= 0.5
+    texas = np.flatnonzero((gaz.name == "Paris") & (gaz.admin1 == "Texas"))
+    short = G.form_rows(gaz, texas)
+    assert set(short.text[short.form == "name_admin1"]) == {"Paris, Texas"}  # how captions tell namesakes apart
+    assert set(short.text[short.form == "name_country"]) == {"Paris, United States"}
 
 
 def test_region_and_country_names_target_their_places(gaz):

@@ -32,7 +32,8 @@ COUNTRY_OVERRIDES = {"XK": "Kosovo", "RU": "Russia", "CD": "Democratic Republic 
                      "FM": "Micronesia", "PS": "Palestine", "VA": "Vatican City", "FK": "Falkland Islands",
                      "VG": "British Virgin Islands", "VI": "U.S. Virgin Islands", "MF": "Saint Martin",
                      "SX": "Sint Maarten", "CC": "Cocos Islands", "SH": "Saint Helena", "BQ": "Bonaire"}
-FORMS = ("name", "name_admin1_country")
+FORMS = ("name", "name_admin1_country", "name_admin1", "name_country")
+SHORT_FORMS = ("name_admin1", "name_country")  # only for places whose name is shared (to tell namesakes apart)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,19 @@ def place_forms(gaz: Gazetteer) -> list[tuple[str, ...]]:
     return [(str(n), full_form(str(n), str(a), str(c))) for n, a, c in zip(gaz.name, gaz.admin1, gaz.cc)]
 
 
+def short_forms(gaz: Gazetteer) -> list[tuple[str, str]]:
+    """``("name, admin1", "name, Country")`` per place: how captions tell namesakes apart ("Paris, Texas");
+    the admin1 form is empty when admin1 is empty or equal to the name."""
+    return [(f"{n}, {a}" if a and a != n else "", f"{n}, {country_name(str(c))}" if c else "")
+            for n, a, c in zip(gaz.name, gaz.admin1, gaz.cc)]
+
+
+def shared_names(gaz: Gazetteer) -> np.ndarray:
+    """Bool (P,): places whose name belongs to more than one place."""
+    _, inverse, counts = np.unique(gaz.name, return_inverse=True, return_counts=True)
+    return counts[inverse] > 1
+
+
 def _stable_hash(strings: np.ndarray) -> np.ndarray:
     return np.array([int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little")
                      for s in strings], dtype=np.uint64)
@@ -160,7 +174,8 @@ def namesake_copies(names: np.ndarray, popularity: np.ndarray, extra: int = 3) -
 def form_rows(gaz: Gazetteer, places: np.ndarray, popularity: np.ndarray | None = None,
               extra: int = 3) -> FormRows:
     """Rows of the selected places: one per (place, full form), and bare-name rows of every place of
-    the gazetteer that shares a selected place's name (the ambiguity is the point of the bare form).
+    the gazetteer that shares a selected place's name (the ambiguity is the point of the bare form);
+    selected places with a shared name also get "name, admin1" and "name, Country" rows.
 
     popularity: optional (len(gaz),) weights ≥ 0 (e.g. :func:`photo_density`); with it, bare names
     shared by several places are repeated by :func:`namesake_copies` (popular namesakes get more rows).
@@ -173,8 +188,16 @@ def form_rows(gaz: Gazetteer, places: np.ndarray, popularity: np.ndarray | None 
         copies = namesake_copies(gaz.name[same_name], np.asarray(popularity)[same_name], extra)
         same_name = np.repeat(same_name, copies)
     text = [gaz.name[i] for i in same_name] + [f[1] for f in forms]
-    idx = np.concatenate([same_name, places])
+    idx = [same_name, places]
     kind = ["name"] * len(same_name) + ["name_admin1_country"] * len(places)
+    shared = places[shared_names(gaz)[places]]
+    for j, form in enumerate(SHORT_FORMS):
+        strings = [f[j] for f in short_forms(gaz.take(shared))]
+        keep = np.array([bool(t) for t in strings], dtype=bool)
+        text += [t for t in strings if t]
+        idx.append(shared[keep])
+        kind += [form] * int(keep.sum())
+    idx = np.concatenate(idx)
     return FormRows(np.array(text, dtype=str), gaz.latlon[idx], np.array(kind, dtype=str), idx)
 
 
