@@ -58,9 +58,12 @@ def select_places(gaz: G.Gazetteer, places: int, split: str, popularity: np.ndar
 
 
 def build_rows(gaz: G.Gazetteer, chosen: np.ndarray, caps: R.Captions, repeat: int,
-               popularity: np.ndarray | None = None, regions: bool = True, extra: int = 3) -> R.Rows:
+               popularity: np.ndarray | None = None, regions: bool = True, extra: int = 3,
+               split: str = "ship") -> R.Rows:
     """Gazetteer forms (bare names repeated by namesake popularity when ``popularity`` is given),
-    standalone region/country names, and the captions ``repeat`` times; famous-place strings dropped."""
+    standalone region/country names, and the captions ``repeat`` times; famous-place strings dropped,
+    and for the 'report' split also every row whose whole text is a held-out place name (e.g. a region
+    named like a held-out city)."""
     rows = R.Rows()
     forms = G.form_rows(gaz, chosen, None if popularity is None else 1 + popularity, extra)
     for kind in G.FORMS:
@@ -71,12 +74,14 @@ def build_rows(gaz: G.Gazetteer, chosen: np.ndarray, caps: R.Captions, repeat: i
         rows.add(texts, latlon, "gazetteer:region")
     for _ in range(repeat):
         rows.add(caps.text, caps.latlon, "caption")
-    return drop_famous(rows)
+    held = set(np.char.lower(gaz.name[R.test_names(gaz.name)]).tolist()) if split == "report" else set()
+    return drop_famous(rows, held)
 
 
-def drop_famous(rows: R.Rows) -> R.Rows:
-    """The rows whose text is not one of the famous-places strings (evaluation only, by exact string)."""
-    keep = R.not_famous(rows.text)
+def drop_famous(rows: R.Rows, also: set[str] = frozenset()) -> R.Rows:
+    """The rows whose text is not one of the famous-places strings (evaluation only, by exact string)
+    nor, case-insensitively, in ``also``."""
+    keep = R.not_famous(rows.text) & np.array([t.lower() not in also for t in rows.text], dtype=bool)
     out = R.Rows()
     latlon = np.concatenate(rows.latlon)[keep]
     kind = np.array(rows.kind, dtype=str)[keep]
@@ -157,7 +162,8 @@ def main() -> None:
     chosen = select_places(gaz, args.places, args.split, popularity)
     caps = R.load_captions()
     keep = R.permitted(caps.license) & (~R.test_authors(caps) if args.split == "report" else True)
-    rows = build_rows(gaz, chosen, caps.select(keep), args.caption_repeat, popularity, extra=args.namesake_extra)
+    rows = build_rows(gaz, chosen, caps.select(keep), args.caption_repeat, popularity, extra=args.namesake_extra,
+                      split=args.split)
     log.info("rows %s from %d places, %d captions", rows.counts(), len(chosen), int(keep.sum()))
     emb = embed_cached(rows.text, get_encoder("minilm-l6"), progress=True)
     t_embed = time.perf_counter() - t0

@@ -331,7 +331,7 @@ def main() -> None:
     spec.loader.exec_module(ttm)
     popularity = ttm.place_popularity(gaz)
     rows = ttm.build_rows(gaz, ttm.select_places(gaz, args.places, "report", popularity), train_caps, 1, popularity,
-                          extra=int(info_training.get("namesake_extra", 0)))
+                          extra=int(info_training.get("namesake_extra", 0)), split="report")
     train_emb = embed_cached(rows.text, enc)
     train_ll = np.concatenate(rows.latlon)
     groups = np.array([f"{k}:{t}" if k != "caption" else "" for k, t in zip(rows.kind, rows.text)], dtype=str)
