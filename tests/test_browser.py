@@ -107,7 +107,10 @@ def test_upload_page_shows_map_and_guesses(browser):
         card = browser.find_element("css selector", ".result")
         assert photo.name in card.text
         best = card.find_element("css selector", ".best-guess").text
-        assert best.startswith("Best guess:") and "°" in best
+        assert best.startswith("Best guess:") and "°" in best and "(in " in best
+        assert card.find_element("css selector", ".guess-how").text.startswith("Picked as the ")
+        assert card.find_element("css selector", ".top-country").text.startswith("Most probable country: ")
+        assert "the same" in card.find_element("css selector", ".distribution").text
         assert len(card.find_elements("css selector", ".modes tr")) >= 2
         assert "radius" in card.find_element("css selector", ".radii").text
         frame = card.find_element("tag name", "iframe")

@@ -40,15 +40,20 @@ def test_predict_50_photos_with_bad_files(photo_dir, tmp_path, capsys):
     assert code == 0
     rows = list(csv.DictReader(open(out)))
     assert sorted(Path(r["path"]).name for r in rows) == sorted(names)  # one row per decodable photo
-    assert {"path", "pred_lat", "pred_lon", "radius50_km", "radius90_km", "area50_km2", "area90_km2",
-            "localizability", "top_country", "top_country_prob", "model", "encoder", "true_lat",
-            "true_lon"} == set(rows[0])
+    assert {"path", "pred_lat", "pred_lon", "guess_country", "best_guess_rule", "radius50_km", "radius90_km",
+            "area50_km2", "area90_km2", "localizability", "top_country", "top_country_prob", "model", "encoder",
+            "true_lat", "true_lon"} == set(rows[0])
+    # the best guess's country is its own column, apart from the most probable country
+    assert all(len(r["guess_country"]) == 2 and "same samples" in r["best_guess_rule"] for r in rows)
     for r in rows:
         assert -90 <= float(r["pred_lat"]) <= 90 and float(r["radius50_km"]) < float(r["radius90_km"])
     assert sum(r["true_lat"] != "" for r in rows) >= 45  # truth passed through from metadata.csv
     skipped = {Path(r["path"]).name: r["reason"] for r in csv.DictReader(open(tmp_path / "results.skipped.csv"))}
     assert set(skipped) == {"empty.jpg", "notes.jpg", "truncated.jpg", "tiny.png"}
-    assert "50 processed, 4 skipped" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "50 processed, 4 skipped" in printed
+    assert "guess in  most probable" in printed and "describe the same 256 samples at guidance w = " in printed
+    assert "nicolas-dufour/PLONK_YFCC" in printed  # the offline model says what it is and where skill is
     # the maps: land visible, density (KDE of the samples) visible, best guess marked
     pngs = sorted((tmp_path / "maps").glob("*.png"))
     assert len(pngs) == 50

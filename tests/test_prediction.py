@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from globeflow.metrics import geoscore, haversine_km
-from globeflow.prediction import PREDICTION_COLUMNS, best_guess_index, find_modes, summarize
+from globeflow.prediction import PREDICTION_COLUMNS, best_guess_index, find_modes, summarize, with_guidance
 from globeflow.sphere import EARTH_RADIUS_KM
 
 PARIS, SYDNEY, LIMA = (48.86, 2.35), (-33.87, 151.21), (-12.05, -77.04)
@@ -174,3 +174,29 @@ def test_conformal_masses_follow_the_held_out_ranks():
     assert abs(m["0.5"] - 0.25) < 0.01 and abs(m["0.9"] - 0.45) < 0.01
     # the stated share of held-out truths is covered at the fitted mass
     assert (ranks / 2 <= m["0.9"]).mean() >= 0.9
+
+
+def test_best_guess_country_and_most_probable_country_are_told_apart():
+    """Samples split 45 % Paris, 55 % across three US cities: the density rule picks the sharp Paris
+    cluster, so the best guess is in France while the most probable country is the US. The row, the
+    dict and the CLI/web guidance fields say which figure is which."""
+    rng = np.random.default_rng(3)
+    parts = [vmf_sample(PARIS, kappa_for_km(20.0), 450, rng)]
+    for city in ((40.7, -74.0), (34.05, -118.25), (41.9, -87.6)):
+        x, lx = vmf_sample(city, kappa_for_km(300.0), 183, rng)
+        parts.append((x, lx + math.log(0.55 / 3)))
+    samples = np.concatenate([p[0] for p in parts])
+    lp = np.concatenate([parts[0][1] + math.log(0.45)] + [p[1] for p in parts[1:]])
+    pred = summarize(samples, lp, model="m", encoder="e", best_guess="density")
+    assert pred.guess_country == "FR" and pred.top_country == "US" and pred.top_country_prob > pred.country_probs["FR"]
+    row = pred.to_row()
+    assert row["guess_country"] == "FR" and row["top_country"] == "US"
+    assert row["best_guess_rule"] == "highest-density sample of the same samples"
+    stated = with_guidance(pred, None, -0.85, -0.3)  # same samples: the separate weight does not apply
+    d = stated.to_dict()
+    assert d["best_guess"]["country"] == "FR" and d["best_guess"]["cfg"] == -0.85
+    assert d["distribution"] == {"cfg": -0.85, "num_samples": len(samples),
+                                 "describes": "modes, credible_regions, country_probs, top_country, localizability"}
+    apart = with_guidance(summarize(samples, lp, model="m", encoder="e", best_guess_point=(10.0, 20.0)), None, -0.85, -0.3)
+    assert apart.best_guess_source == "separate" and apart.to_dict()["best_guess"]["cfg"] == -0.3
+    assert "separate samples at guidance w = -0.3" in apart.best_guess_text

@@ -142,6 +142,9 @@ def test_predict_one_photo_with_png_map_and_seeded_repeat(server):
     probs = list(result["country_probs"].values())
     assert 1 <= len(result["modes"]) <= 5 and 0 < sum(probs) <= 1 + 1e-9 and probs == sorted(probs, reverse=True)
     assert result["top_country"] == next(iter(result["country_probs"]))
+    # the best guess's country is stated apart, and the figures name the distribution they describe
+    assert result["best_guess"]["country"] == result["guess_country"] and len(result["guess_country"]) == 2
+    assert result["distribution"]["num_samples"] == 256 and result["distribution"]["cfg"] is not None
     assert all(m["mass"] > 0 for m in result["modes"])
     png = Image.open(io.BytesIO(base64.b64decode(result["map_png"])))
     assert png.format == "PNG" and png.size[0] > 800

@@ -3,6 +3,15 @@
 Everything here is a pure function of the model's samples and their
 log-densities, so it works for any model that can sample and score.
 
+One input, one distribution: the modes, the credible regions, the country probabilities and the
+localizability all describe the same K samples. The best guess is one point chosen by a stated
+rule (``best_guess_rule``): the sample of highest density, or the sample of highest expected
+GeoScore (the point closest, on average, to everywhere the model thinks the photo may be; when
+the model cannot tell continents apart it lies between them). Its country (``guess_country``) is
+therefore not the most probable country (``top_country``, the country holding the largest share
+of the samples); both are reported, under separate names. When a model draws its best guess from
+further samples at its own guidance weight, ``best_guess_source`` says so.
+
 Notation: ``samples_deg`` (K, 2) latitude/longitude in degrees; ``log_prob``
 (K,) log-densities in nats per steradian; ``x`` unit vectors inside. Modes come
 from mean-shift on S² with the von Mises–Fisher kernel
@@ -25,9 +34,21 @@ from globeflow.metrics import GEOSCORE_SCALE_KM
 from globeflow.sphere import EARTH_RADIUS_KM, latlon_to_xyz, xyz_to_latlon
 
 PREDICTION_COLUMNS: tuple[str, ...] = (
-    "id", "pred_lat", "pred_lon", "radius50_km", "radius90_km", "area50_km2", "area90_km2",
-    "localizability", "top_country", "top_country_prob", "model", "encoder",
+    "id", "pred_lat", "pred_lon", "guess_country", "best_guess_rule", "radius50_km", "radius90_km",
+    "area50_km2", "area90_km2", "localizability", "top_country", "top_country_prob", "model", "encoder",
 )
+# what each column means (the CSV legend; docs/default_model.md explains the best guess)
+COLUMN_NOTES: dict[str, str] = {
+    "pred_lat": "best guess latitude (degrees)", "pred_lon": "best guess longitude (degrees)",
+    "guess_country": "country of the best guess (not necessarily the most probable country)",
+    "best_guess_rule": "how the best guess was picked from the samples",
+    "top_country": "most probable country: the largest share of the samples",
+    "top_country_prob": "that share, in [0, 1]",
+}
+BEST_GUESS_RULE_TEXT: dict[str, str] = {
+    "density": "highest-density sample",
+    "geoscore": "highest expected GeoScore (a compromise between the likely places)",
+}
 TRUTH_COLUMNS: tuple[str, ...] = ("true_lat", "true_lon")
 CREDIBLE_MASSES: tuple[float, ...] = (0.5, 0.9)
 BEST_GUESS_RULES: tuple[str, ...] = ("density", "geoscore")
@@ -65,6 +86,20 @@ class Prediction:
     regions: tuple[CredibleRegion, ...]  # HPD regions of mass 0.5 and 0.9
     country_probs: dict[str, float] = field(default_factory=dict)
     truth: tuple[float, float] | None = None  # (lat, lon) degrees when known
+    guess_country: str = ""  # ISO 3166-1 alpha-2 of the best guess (not the most probable country)
+    best_guess_rule: str = "density"  # a BEST_GUESS_RULES entry
+    best_guess_source: str = "samples"  # "samples" (the same K samples) or "separate" (further samples)
+    cfg: float | None = None  # guidance weight of the samples, when the caller states it
+    best_guess_cfg: float | None = None  # guidance weight of the best guess's own samples (separate only)
+
+    @property
+    def best_guess_text(self) -> str:
+        """How the best guess was chosen, in words."""
+        text = BEST_GUESS_RULE_TEXT.get(self.best_guess_rule, self.best_guess_rule)
+        if self.best_guess_source == "separate":
+            w = "" if self.best_guess_cfg is None else f" at guidance w = {self.best_guess_cfg:g}"
+            return f"{text}, from separate samples{w}"
+        return f"{text} of the same samples"
 
     @property
     def top_country(self) -> str:
@@ -93,6 +128,7 @@ class Prediction:
         r50, r90 = self.region(0.5), self.region(0.9)
         row = {
             "id": self.input_id or "", "pred_lat": self.best_guess[0], "pred_lon": self.best_guess[1],
+            "guess_country": self.guess_country, "best_guess_rule": self.best_guess_text,
             "radius50_km": r50.radius_km, "radius90_km": r90.radius_km,
             "area50_km2": r50.area_km2, "area90_km2": r90.area_km2,
             "localizability": self.localizability, "top_country": self.top_country,
@@ -106,7 +142,12 @@ class Prediction:
         """A JSON-serialisable dict; samples ``[[lat, lon], ...]`` only when asked."""
         out: dict[str, Any] = {
             "id": self.input_id, "model": self.model, "encoder": self.encoder,
-            "best_guess": {"lat": self.best_guess[0], "lon": self.best_guess[1]},
+            "best_guess": {"lat": self.best_guess[0], "lon": self.best_guess[1], "country": self.guess_country,
+                           "rule": self.best_guess_rule, "source": self.best_guess_source,
+                           "cfg": self.best_guess_cfg if self.best_guess_source == "separate" else self.cfg,
+                           "how": self.best_guess_text},
+            "distribution": {"cfg": self.cfg, "num_samples": int(len(self.samples)),
+                             "describes": "modes, credible_regions, country_probs, top_country, localizability"},
             "localizability": self.localizability,
             "modes": [m.to_dict() for m in self.modes],
             "credible_regions": [
@@ -115,6 +156,7 @@ class Prediction:
             ],
             "country_probs": dict(self.country_probs),
             "top_country": self.top_country, "top_country_prob": self.top_country_prob,
+            "guess_country": self.guess_country, "best_guess_rule": self.best_guess_text,
             "num_samples": int(len(self.samples)),
         }
         if self.truth is not None:
@@ -124,6 +166,15 @@ class Prediction:
             out["samples"] = np.round(self.samples, 5).tolist()
             out["log_prob"] = np.round(self.log_prob, 5).tolist()
         return out
+
+
+def with_guidance(pred: Prediction, cfg: float | None, default_cfg: float | None,
+                  best_guess_cfg: float | None) -> Prediction:
+    """``pred`` with the guidance weights it came from recorded: its samples at ``cfg`` (None = the
+    model's ``default_cfg``), and a separate best guess at the model's ``best_guess_cfg``."""
+    w = default_cfg if cfg is None else cfg
+    bg = best_guess_cfg if pred.best_guess_source == "separate" else None
+    return replace(pred, cfg=None if w is None else float(w), best_guess_cfg=None if bg is None else float(bg))
 
 
 def _to_xyz(latlon_deg: np.ndarray) -> np.ndarray:
@@ -261,7 +312,8 @@ def summarize(samples_deg: np.ndarray, log_prob: np.ndarray, *, model: str, enco
               kernel_km: float = 150.0, input_id: str | None = None,
               truth_deg: tuple[float, float] | np.ndarray | None = None,
               credible_masses: dict | None = None, best_guess: str = "density",
-              best_guess_point: tuple[float, float] | np.ndarray | None = None) -> Prediction:
+              best_guess_point: tuple[float, float] | np.ndarray | None = None, cfg: float | None = None,
+              best_guess_cfg: float | None = None) -> Prediction:
     """Summarise (K, 2) degree samples and their (K,) log-densities (nats/sr) into a :class:`Prediction`.
 
     best_guess: the rule of :func:`best_guess_index` (a model's ``best_guess`` field);
@@ -270,6 +322,7 @@ def summarize(samples_deg: np.ndarray, log_prob: np.ndarray, *, model: str, enco
 
     credible_masses: optional {stated level: HPD mass} (a model's conformal calibration, e.g.
     {"0.9": 0.97}); each region keeps its stated level and is drawn at the calibrated mass.
+    cfg, best_guess_cfg: the guidance weights of the samples and of the separate best guess, recorded.
     """
     samples = np.asarray(samples_deg, dtype=np.float64).reshape(-1, 2)
     lp = np.asarray(log_prob, dtype=np.float64).reshape(-1)
@@ -280,11 +333,10 @@ def summarize(samples_deg: np.ndarray, log_prob: np.ndarray, *, model: str, enco
     if not (np.isfinite(samples).all() and np.isfinite(lp).all()):
         raise ValueError("summarize: samples_deg and log_prob must be finite")
     modes = find_modes(samples, kernel_km=kernel_km, top_k=top_k)
-    if modes:
-        ccs = country_codes(np.array([[m.lat, m.lon] for m in modes]))
-        modes = [Mode(m.lat, m.lon, m.mass, m.radius_km, str(cc)) for m, cc in zip(modes, ccs)]
     best = (samples[best_guess_index(samples, lp, best_guess)] if best_guess_point is None
             else np.asarray(best_guess_point, dtype=np.float64).reshape(2))
+    ccs = country_codes(np.array([[m.lat, m.lon] for m in modes] + [list(best)]))
+    modes = [Mode(m.lat, m.lon, m.mass, m.radius_km, str(cc)) for m, cc in zip(modes, ccs)]
     truth = None
     if truth_deg is not None:
         t = np.asarray(truth_deg, dtype=np.float64).reshape(-1)
@@ -295,5 +347,7 @@ def summarize(samples_deg: np.ndarray, log_prob: np.ndarray, *, model: str, enco
         input_id=input_id, model=model, encoder=encoder, samples=samples, log_prob=lp,
         best_guess=(float(best[0]), float(best[1])), localizability=float(lp.mean()),
         modes=tuple(modes), regions=tuple(calibrated_region(lp, m, credible_masses) for m in CREDIBLE_MASSES),
-        country_probs=country_probabilities(samples, top_k=10), truth=truth,
+        country_probs=country_probabilities(samples, top_k=10), truth=truth, guess_country=str(ccs[-1]),
+        best_guess_rule=best_guess, best_guess_source="samples" if best_guess_point is None else "separate",
+        cfg=None if cfg is None else float(cfg), best_guess_cfg=None if best_guess_cfg is None else float(best_guess_cfg),
     )

@@ -13,11 +13,13 @@ from pathlib import Path
 HELP = "geolocate photos or texts: best guess, uncertainty, countries, maps"
 DESCRIPTION = """Geolocate photos (files, folders, globs) or texts with a generative model.
 
-Each input gets a best guess (by the model's rule: the sample of highest density, or of
-highest expected GeoScore for models calibrated that way), the radius of its
-50 % and 90 % credible regions, its most likely country and its localizability
-(mean log-density of the model's samples, nats per steradian: higher = easier to
-locate). Unreadable files are skipped and reported; the rest are processed.
+Each input gets one predicted distribution (--samples samples at the model's guidance weight)
+and, from it, the radius of its 50 % and 90 % credible regions, its most probable country (the
+largest share of the samples) and its localizability (mean log-density of the samples, nats per
+steradian: higher = easier to locate); and a best guess, one point picked by the model's rule
+(the sample of highest density, or of highest expected GeoScore: a compromise between the likely
+places). The best guess's own country is reported apart from the most probable country: when the
+model hesitates between continents the two differ. Unreadable files are skipped and reported.
 
 examples:
   globeflow predict examples/                       # the shipped default model, offline
@@ -167,13 +169,20 @@ def _predict_all(geo, inputs: Inputs, args: argparse.Namespace) -> list:
         if keep:
             preds = geo.predict(emb, num_samples=args.samples, cfg=args.cfg, steps=args.steps, seed=args.seed,
                                 ids=[inputs.names[i] for i in keep])
-            new = [_with_truth(p, inputs.truths[i]) for p, i in zip(preds, keep)]
+            new = [_stated(_with_truth(p, inputs.truths[i]), geo, args.cfg) for p, i in zip(preds, keep)]
             results += new
             for pred in new if args.maps else ():
                 _write_map(pred, args.maps)
         bar.update(stop - start)
     bar.close()
     return results
+
+
+def _stated(pred, geo, cfg: float | None):
+    """The prediction with the guidance weights of its samples and of a separate best guess recorded."""
+    from globeflow.prediction import with_guidance
+
+    return with_guidance(pred, cfg, geo.default_cfg, geo.info.best_guess_cfg)
 
 
 def _with_truth(pred, truth):
@@ -211,12 +220,29 @@ def _write(results: list, out: Path, photos: bool) -> None:
             writer.writerow(row)
 
 
-def _summary(results: list, skipped: list[tuple[str, str]], limit: int = 20) -> str:
+OFFLINE_MODEL_NOTE = ("note: the offline default model mostly knows where photos are usually taken, not where "
+                      "this one was; for real skill use the paper's models: --model nicolas-dufour/PLONK_YFCC "
+                      "or nicolas-dufour/PLONK_OSV_5M (downloaded once)")
+
+
+def _legend(results: list) -> list[str]:
+    """What the columns are and which distribution each figure comes from."""
+    if not results:
+        return []
+    r = results[0]
+    w = "the model's default" if r.cfg is None else f"w = {r.cfg:g}"
+    return [f"best guess: {r.best_guess_text}; 'guess in' = its country.",
+            f"most probable country, r50/r90 (radii of the 50/90 % credible regions) and loc (localizability, "
+            f"nats/sr) describe the same {len(r.samples)} samples at guidance {w}."]
+
+
+def _summary(results: list, skipped: list[tuple[str, str]], limit: int = 20, note: str | None = None) -> str:
     lines = []
     for r in results[:limit]:
         lat, lon = r.best_guess
         name = Path(str(r.input_id)).name if r.input_id else "?"
-        line = (f"{name[:40]:40s} {lat:8.3f} {lon:9.3f}  {r.top_country or '--':2s} {100 * r.top_country_prob:3.0f}%"
+        line = (f"{name[:40]:40s} {lat:8.3f} {lon:9.3f}  {r.guess_country or '--':^8s}  "
+                f"{r.top_country or '--':>2s} {100 * r.top_country_prob:3.0f} %"
                 f"  r50 {r.region(0.5).radius_km:6.0f} km  r90 {r.region(0.9).radius_km:6.0f} km"
                 f"  loc {r.localizability:6.2f}")
         if r.truth is not None:
@@ -224,9 +250,12 @@ def _summary(results: list, skipped: list[tuple[str, str]], limit: int = 20) -> 
         lines.append(line)
     if len(results) > limit:
         lines.append(f"... and {len(results) - limit} more")
-    header = f"{'input':40s} {'lat':>8s} {'lon':>9s}  country     uncertainty (radius of the 50/90 % regions)"
-    out = [header, *lines, f"{len(results)} processed, {len(skipped)} skipped"]
+    header = (f"{'input':40s} {'lat':>8s} {'lon':>9s}  guess in  most probable  "
+              "uncertainty (radius of the 50/90 % regions)")
+    out = [header, *lines, *_legend(results), f"{len(results)} processed, {len(skipped)} skipped"]
     out += [f"  skipped {name}: {reason}" for name, reason in skipped]
+    if note and results:
+        out.append(note)
     return "\n".join(out)
 
 
@@ -256,7 +285,8 @@ def run(args: argparse.Namespace) -> int:
         if inputs.skipped:
             with open(args.out.with_suffix(".skipped.csv"), "w", newline="") as f:
                 csv.writer(f).writerows([("path", "reason"), *inputs.skipped])
-    print(_summary(results, inputs.skipped))
+    offline = args.model is None and photos
+    print(_summary(results, inputs.skipped, note=OFFLINE_MODEL_NOTE if offline else None))
     for where in (args.out, args.maps):
         if where is not None:
             print(f"wrote {where}")

@@ -38,6 +38,7 @@ from starlette.routing import Route
 
 from globeflow import maps
 from globeflow.data.images import BadImage, load_image
+from globeflow.prediction import with_guidance
 from globeflow.web.page import render_page
 from globeflow.web.pool import Busy, InferencePool
 
@@ -233,7 +234,9 @@ def _infer(geolocator, modality: str, inputs: Indexed, params: Params) -> Indexe
     else:
         predictions = geolocator.predict(items, ids=names, **kwargs)
     results = []
+    info = getattr(geolocator, "info", None)
     for (i, (name, _)), pred in zip(inputs, predictions):
+        pred = with_guidance(pred, params.cfg, getattr(info, "default_cfg", None), getattr(info, "best_guess_cfg", None))
         entry = {"input": name, **pred.to_dict(include_samples=params.samples)}
         if params.map != "none":
             entry[f"map_{params.map}"] = _render_map(pred, name, params.map)

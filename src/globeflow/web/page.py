@@ -76,7 +76,14 @@ Photos are processed in memory and not stored; their EXIF GPS tags are ignored.<
     f.srcdoc=r.map_html; c.appendChild(f);
     var facts=el("div",{"class":"facts"});
     var left=el("div");
-    left.appendChild(el("div",{"class":"best-guess"},"Best guess: "+ll(r.best_guess.lat,r.best_guess.lon)));
+    var bg=r.best_guess, d=r.distribution;
+    left.appendChild(el("div",{"class":"best-guess"},"Best guess: "+ll(bg.lat,bg.lon)+(bg.country?" (in "+bg.country+")":"")));
+    left.appendChild(el("div",{"class":"guess-how"},"Picked as the "+bg.how+"."));
+    var top=Object.keys(r.country_probs)[0];
+    if(top){left.appendChild(el("div",{"class":"top-country"},"Most probable country: "+top+", "+(100*r.country_probs[top]).toFixed(0)+
+      " % of the samples"+(top===bg.country?"":" (not the best guess's country)")));}
+    left.appendChild(el("div",{"class":"distribution"},"Regions, modes, countries and localizability: the same "+d.num_samples+
+      " samples"+(d.cfg===null||d.cfg===undefined?"":" at guidance w = "+d.cfg)+"."));
     var reg=r.credible_regions;
     left.appendChild(el("div",{"class":"radii"},"50 % region: "+km(reg[0].radius_km)+" radius, 90 %: "+km(reg[1].radius_km)));
     left.appendChild(el("div",{},"Localizability: "+r.localizability.toFixed(2)+" nats/sr (uniform = -2.53)"));
@@ -87,7 +94,7 @@ Photos are processed in memory and not stored; their EXIF GPS tags are ignored.<
       [String(i+1),ll(m.lat,m.lon),(100*m.mass).toFixed(1)+" %",km(m.radius_km),m.country].forEach(function(t){tr.appendChild(el("td",{},t));});
       mt.appendChild(tr);});
     facts.appendChild(mt);
-    var ct=el("table",{"class":"countries"}); ct.appendChild(el("tr")).appendChild(el("th",{colspan:"2"},"Country"));
+    var ct=el("table",{"class":"countries"}); ct.appendChild(el("tr")).appendChild(el("th",{colspan:"2"},"Country (share of the samples)"));
     Object.keys(r.country_probs).slice(0,6).forEach(function(cc){var p=r.country_probs[cc];var tr=el("tr");
       tr.appendChild(el("td",{},cc)); var td=el("td"); var b=el("span",{"class":"bar"}); b.style.width=Math.max(2,Math.round(120*p))+"px";
       td.appendChild(b); td.appendChild(document.createTextNode((100*p).toFixed(1)+" %")); tr.appendChild(td); ct.appendChild(tr);});
