@@ -293,3 +293,28 @@ def test_real_im2gps3k_embeddings_give_normalised_densities():
     pts = _uniform_in_cells(cells.cells, 1, np.random.default_rng(0))[:, 0]
     lp = cells.log_prob(np.repeat(emb[:1], len(pts), 0), pts)
     assert np.sum(np.exp(lp) * cell_area_sr(cells.cells)) == pytest.approx(1.0, rel=1e-9)
+
+
+def test_prior_rows_fit_the_prior_part_of_cells_and_vmf_mixture(mp16):
+    """300 photos plus 10,000 other MP-16 locations as unconditional rows: cells builds its quadtree
+    from all of them and starts from their histogram, vmf_mixture fits its components on them; both
+    stay normalised and give held-out locations a higher density than without the rows."""
+    emb, coords, groups = (x[:300] for x in mp16["train"])
+    prior = np.loadtxt(MP16, delimiter=",", skiprows=2501, max_rows=10_000)
+    test_emb, test_coords = mp16["test"]
+    for name, margin in (("cells", 0.3), ("vmf_mixture", 0.05)):  # nats/sr
+        plain = make_baseline(name).fit(emb, coords, groups, seed=0)
+        rich = make_baseline(name).fit(emb, coords, groups, seed=0, prior=prior)
+        gain = plain.log_prob(test_emb, test_coords).mean() - rich.log_prob(test_emb, test_coords).mean()
+        assert gain < -margin, (name, gain)
+    assert len(rich.params(test_emb[:1])[0][0]) == 16
+    cells = make_baseline("cells").fit(emb, coords, groups, seed=0, prior=prior)
+    assert len(cells.cells) > 4 * len(make_baseline("cells").fit(emb, coords, groups, seed=0).cells)
+    pts = _uniform_in_cells(cells.cells, 1, np.random.default_rng(1)).reshape(-1, 2)
+    lp = cells.log_prob(np.repeat(test_emb[:1], len(pts), 0), pts)
+    assert np.sum(np.exp(lp) * cell_area_sr(cells.cells)) == pytest.approx(1.0, rel=1e-9)
+    grid, weights = sphere_grid(400, 800)
+    p = weights * np.exp(rich.log_prob(np.repeat(test_emb[:1], len(grid), 0), grid))
+    assert p.sum() == pytest.approx(1.0, abs=0.01)
+    with pytest.raises(ValueError, match="prior rows"):
+        make_baseline("cells").fit(emb, coords, groups, prior=np.array([[95.0, 0.0]]))
