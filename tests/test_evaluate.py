@@ -14,14 +14,16 @@ import torch
 from globeflow import metrics as M
 from globeflow.commands import evaluate as cmd
 from globeflow.data.store import EmbeddingStore, StoreArrays, write_store
-from globeflow.evaluation import (ALL_MODELS, GENERATIVE, EvalData, EvalSettings, bootstrap_intervals, fit_baseline,
-                                  evaluate, fold_splits, group_folds, photo_metrics, predict_baseline,
-                                  r3_densities, train_generative, truth_admin_keys)
+from globeflow.evaluation import (ALL_MODELS, BASELINES, GENERATIVE, EvalData, EvalSettings, base_model,
+                                  bootstrap_intervals, check_models, fit_baseline, evaluate, fold_splits, group_folds,
+                                  paired_difference, photo_metrics, predict_baseline, r3_densities, train_generative,
+                                  truth_admin_keys, uses_prior)
 
 STORE = Path(__file__).resolve().parents[1] / "data" / "im2gps3k" / "efficientnet-lite0"
 TINY = EvalSettings(samples=16, best_of=8, steps=8, density_steps=4, r3_photos=4, r3_samples=8, r3_nodes=4,
                     train_steps=40, dim=32, depth=1, batch_size=64, tune_grid=(0.0, 2.0), tune_frac=0.3, tune_photos=12,
-                    n_boot=200)
+                    n_boot=200, val_every=10, patience=1, val_photos=20, prior_rows=1500)
+MODELS = [*ALL_MODELS, "rfm+prior", "cells+prior", "vmf_mixture+prior"]
 
 
 def subset(n_photos: int = 300, seed: int = 0) -> StoreArrays:
@@ -42,7 +44,7 @@ def run():
     data, dropped = EvalData.from_arrays(*(lambda a: (a.ids, a.embeddings, a.latlon, a.groups))(subset()))
     assert dropped == 0
     splits = fold_splits(data, 2, seed=0)
-    ev = evaluate(splits, list(ALL_MODELS), [0.0, "tuned"], TINY)
+    ev = evaluate(splits, MODELS, [0.0, "tuned"], TINY)
     return data, splits, ev
 
 
@@ -68,9 +70,9 @@ def test_group_folds_rejects_too_few_photographers():
 
 def test_report_schema_and_intervals(run):
     data, splits, ev = run
-    assert set(ev.report) == set(ALL_MODELS)
+    assert set(ev.report) == set(MODELS)
     for model, by_cfg in ev.report.items():
-        assert set(by_cfg) == ({"cfg=0", "cfg=tuned"} if model in GENERATIVE else {"cfg=0"})
+        assert set(by_cfg) == ({"cfg=0", "cfg=tuned"} if base_model(model) in GENERATIVE else {"cfg=0"})
         for key, metrics in by_cfg.items():
             for name in ("geoscore", "mean_km", "median_km", "acc_1km", "acc_2500km", "country_acc", "city_acc",
                          "nll_nats", "bits_per_dim_official", "prdc_precision", "prdc_coverage",
@@ -96,7 +98,7 @@ def test_report_schema_and_intervals(run):
 
 def test_tuned_cfg_sees_only_the_training_folds(run):
     data, splits, ev = run
-    for model in GENERATIVE:
+    for model in [*GENERATIVE, "rfm+prior"]:
         assert [t["fold"] for t in ev.tuned[model]] == [0, 1]
         for t in ev.tuned[model]:
             train_ids, test_ids = ev.splits[t["fold"]]
@@ -104,6 +106,8 @@ def test_tuned_cfg_sees_only_the_training_folds(run):
             assert val and val <= set(train_ids) and not val & set(test_ids)
             assert t["train_n"] + t["val_n"] == len(train_ids)
             assert t["cfg"] in TINY.tune_grid and set(t["scores"]) == {"0", "2"}
+            # early stopping: validations every 10 steps, the kept EMA step is one of them
+            assert t["best_step"] in range(10, TINY.train_steps + 1, 10) and t["steps_run"] <= TINY.train_steps
             # the held-out photographers are whole photographers of the training folds
             train, _ = splits[t["fold"]]
             held = set(train.groups[np.isin(train.ids, list(val))])
@@ -193,3 +197,40 @@ def test_cli_usage_errors(tmp_path, capsys, kw, message):
 def test_cli_needs_a_source(capsys):
     assert cmd.run(_cli_args(no_progress=True)) == 2
     assert "--store" in capsys.readouterr().out
+
+
+def test_nll_comparisons_pair_each_model_with_the_best_baseline_of_its_data(run):
+    """rfm against the best baseline without prior rows, rfm+prior against the best of all; the paired
+    difference is the mean per-photo difference, and its interval the photographer bootstrap's."""
+    data, splits, ev = run
+    nll = {m: ev.report[m]["cfg=0"]["nll_nats"]["mean"] for m in MODELS if base_model(m) in BASELINES}
+    plain = min((m for m in nll if not uses_prior(m) and np.isfinite(nll[m])), key=nll.get)
+    every = min((m for m in nll if np.isfinite(nll[m])), key=nll.get)
+    assert ev.comparisons["rfm cfg=tuned"]["baseline"] == plain
+    assert ev.comparisons["rfm+prior cfg=0"]["baseline"] == every
+    assert ev.comparisons["fm cfg=0"]["n"] == 2 * TINY.r3_photos  # fm: its density photos only
+    c = ev.comparisons["rfm cfg=0"]
+    assert c["baseline_nll"] == pytest.approx(nll[plain]) and c["n"] == len(data)
+    assert c["mean"] == pytest.approx(ev.report["rfm"]["cfg=0"]["nll_nats"]["mean"] - nll[plain])
+    lo, hi = c["ci95"]
+    assert lo < c["mean"] < hi
+
+
+def test_paired_difference_is_a_photographer_bootstrap_of_the_mean_difference():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 5).astype(str)
+    a = rng.normal(size=200) + np.repeat(rng.normal(size=40), 5)  # photographer effects shared by a and b
+    b = a + 0.3 + 0.1 * rng.normal(size=200)
+    b[:10] = np.nan  # photos without a density are left out
+    d = paired_difference(a, b, groups, 2000, seed=0)
+    assert d["n"] == 190 and d["mean"] == pytest.approx(np.mean((a - b)[10:]))
+    assert d["ci95"][1] < 0 and d["ci95"][1] - d["ci95"][0] < 0.1  # pairing removes the photographer effects
+    _, lo, hi = M.bootstrap_ci((a - b)[10:], groups[10:], n_boot=2000, seed=1)
+    assert d["ci95"][0] == pytest.approx(lo, abs=0.01) and d["ci95"][1] == pytest.approx(hi, abs=0.01)
+
+
+def test_prior_variants_only_for_models_that_can_use_the_rows():
+    check_models(["rfm+prior", "cells+prior", "vmf_mixture+prior", "fm"])
+    for bad in ("regression+prior", "retrieval+prior", "plonk"):
+        with pytest.raises(ValueError, match="unknown models"):
+            check_models([bad])

@@ -292,8 +292,9 @@ def render_markdown(report: dict, meta: dict) -> str:
         f"{'lowest NLL' if s['tune_metric'] == 'nll' else 'highest GeoScore'} on up to {s['tune_photos'] or 'all'} photos "
         f"of the same held-out photographers.",
     ]
-    if meta.get("tuned"):
-        chosen = "; ".join(f"{m}: {[t['cfg'] for t in ts]}" for m, ts in meta["tuned"].items())
+    chosen = "; ".join(f"{m}: {[t['cfg'] for t in ts]}" for m, ts in (meta.get("tuned") or {}).items()
+                       if all("cfg" in t for t in ts))
+    if chosen:
         lines += ["", f"Tuned cfg per fold: {chosen}."]
     if meta.get("tuned"):
         steps = "; ".join(f"{m}: {[t.get('best_step') for t in ts]}" for m, ts in meta["tuned"].items())
