@@ -35,6 +35,8 @@ from globeflow import density, sphere
 from globeflow import training as T
 from globeflow.checkpoints import ModelInfo
 from globeflow.geolocator import Geolocator
+from globeflow.precision import PRECISIONS, resolve_precision
+from globeflow.precision import describe as describe_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -283,26 +285,43 @@ def goal_density(out: Out, off: Official, geo: Geolocator, plan: Plan, label: st
 
 # ---------------------------------------------------------------- goal 2: sampling
 
+def great_circle_km(a_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
+    """Distances (km) between (..., 2) lat/lon degree arrays, float64."""
+    a = sphere.latlon_to_xyz(torch.from_numpy(np.asarray(a_deg, np.float64)))
+    b = sphere.latlon_to_xyz(torch.from_numpy(np.asarray(b_deg, np.float64)))
+    return (torch.atan2(torch.linalg.cross(a, b, dim=-1).norm(dim=-1), (a * b).sum(-1)) * sphere.EARTH_RADIUS_KM).numpy()
+
+
 def goal_sampling(out: Out, off: Official, geo: Geolocator, plan: Plan, rng: np.random.Generator,
-                  shapes: dict) -> None:
+                  shapes: dict, precision: str = "auto") -> None:
+    """Official vs globeflow fp32 and (when ``precision`` resolves to bf16) globeflow bf16, interleaved."""
     M, K = plan.photos, plan.per_photo
     emb = rng.standard_normal((M, geo.net.config.cond_dim)).astype(np.float32)
     x0 = sphere.uniform((M, K), generator=torch.Generator().manual_seed(3)).numpy().astype(np.float32)
     point, cond = net_flops(plan.dim, plan.depth, plan.cond_dim)
+    chosen = resolve_precision(precision, geo.device)
+    paths = ["fp32"] if chosen == "fp32" else ["fp32", chosen]
     for steps in plan.sample_steps:
         r = off.call("sample", name="random", emb=off.array("emb", emb), x_init=off.array("x0", x0), steps=steps,
                      out=str(off.tmp / "samples.npy"))
         official_ll = np.load(off.tmp / "samples.npy")
-        ours, sec = timed(lambda: geo.sample(emb, K, steps=steps, noise=torch.from_numpy(x0)))
-        diff = float(np.abs(ours.numpy() - official_ll).max())
         n = M * K
         f_off = steps * n * (point + cond)
         f_ours = steps * (n * point + M * cond)
-        shapes[f"sampling_{steps}"] = {"official_gflops": f_off / r["seconds"] / 1e9, "globeflow_gflops": f_ours / sec / 1e9}
+        row = {"official": {"samples_per_s": n / r["seconds"], "seconds": r["seconds"]}}
+        for path in paths:
+            ours, sec = timed(lambda: geo.sample(emb, K, steps=steps, noise=torch.from_numpy(x0), precision=path))
+            km = great_circle_km(ours.numpy(), official_ll)
+            row[f"globeflow_{path}"] = {"samples_per_s": n / sec, "seconds": sec, "ratio": ratio(r["seconds"], sec),
+                                        "max_abs_diff_deg": float(np.abs(ours.numpy() - official_ll).max()),
+                                        "km_to_official_median": float(np.median(km)), "km_to_official_max": float(km.max())}
+            shapes[f"sampling_{steps}"] = {**shapes.get(f"sampling_{steps}", {}),
+                                           "official_gflops": f_off / r["seconds"] / 1e9,
+                                           f"globeflow_{path}_gflops": f_ours / sec / 1e9}
+        best = row[f"globeflow_{chosen}"]
         out.emit("sampling_speed", steps=steps, photos=M, samples_per_photo=K, sampler="euler (official grid)",
-                 official={"samples_per_s": n / r["seconds"], "seconds": r["seconds"]},
-                 globeflow={"samples_per_s": n / sec, "seconds": sec},
-                 ratio_samples_per_s=ratio(r["seconds"], sec), max_abs_diff_deg=diff)
+                 precision_requested=precision, precision_used=chosen, **row,
+                 globeflow=best, ratio_samples_per_s=best["ratio"], max_abs_diff_deg=best["max_abs_diff_deg"])
 
 
 def haversine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -336,7 +355,7 @@ def energy_test(x: np.ndarray, y: np.ndarray, perms: int, seed: int = 0) -> dict
     return {"energy_distance_km": float(stat[0]), "p_value": p, "permutations": perms, "per_side": n}
 
 
-def goal_energy(out: Out, off: Official, plan: Plan, folder: Path, desc: str) -> None:
+def goal_energy(out: Out, off: Official, plan: Plan, folder: Path, desc: str, precision: str = "auto") -> None:
     geo = Geolocator.from_pretrained(folder, family="rfm")
     off.call("init", name="trained", folder=str(folder), threads=off.threads)
     n = plan.energy_n
@@ -345,13 +364,17 @@ def goal_energy(out: Out, off: Official, plan: Plan, folder: Path, desc: str) ->
     r = off.call("sample", name="trained", emb=off.array("emb", emb), x_init=off.array("x0", x0), steps=250,
                  chunk=4096, out=str(off.tmp / "samples.npy"))
     official = np.load(off.tmp / "samples.npy")[0]
-    for sampler, steps in (("heun", 16), ("euler", 32), ("euler", 4)):
-        ours, sec = timed(lambda: geo.sample(torch.from_numpy(emb), n, steps=steps, sampler=sampler, seed=12)[0])
+    cases = [("heun", 16, "fp32"), ("euler", 32, "fp32"), ("euler", 4, "fp32")]
+    if resolve_precision(precision, geo.device) == "bf16":
+        cases[2:2] = [("heun", 16, "bf16"), ("euler", 32, "bf16")]
+    for sampler, steps, path in cases:
+        ours, sec = timed(lambda: geo.sample(torch.from_numpy(emb), n, steps=steps, sampler=sampler, seed=12,
+                                             precision=path)[0])
         test = energy_test(official, ours.numpy(), plan.energy_perms)
         nfe = steps * (2 if sampler == "heun" else 1)
         out.emit("sampling_distribution", model=desc, official={"sampler": "euler", "steps": 250, "nfe": 250,
-                                                                "seconds": r["seconds"]},
-                 globeflow={"sampler": sampler, "steps": steps, "nfe": nfe, "seconds": sec},
+                                                                "seconds": r["seconds"], "precision": "fp32"},
+                 globeflow={"sampler": sampler, "steps": steps, "nfe": nfe, "seconds": sec, "precision": path},
                  ratio_nfe=ratio(250, nfe), **test, rejected_at_0_01=test["p_value"] < 0.01,
                  note="euler 4 steps is a power check: it should be rejected" if steps == 4 else "")
 
@@ -544,6 +567,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--map-steps", type=int, default=None,
                    help="RK4 steps of the exact map (default: the fewest of 32/48/64/96, or 16/32/64 quick, within "
                         "1e-2 nats of a float64 reference on the map's photo)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="globeflow's sampling arithmetic besides fp32 (auto: bf16 where the CPU has native bf16 "
+                        "and it measures faster; the machine line says what auto chose)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     unknown = set(args.goals.split(",")) - set(GOALS)
@@ -567,7 +593,7 @@ def main(argv=None) -> int:
     out = Out(path, {"run": run_id, "mode": "quick" if args.quick else "full",
                      "network": {"dim": plan.dim, "depth": plan.depth, "cond_dim": plan.cond_dim}})
     out.emit("machine", **info, date=day, matmul_gflops_fp32=matmul_gflops(torch.float32),
-             matmul_gflops_bf16=matmul_gflops(torch.bfloat16))
+             matmul_gflops_bf16=matmul_gflops(torch.bfloat16), sampling_precision=describe_precision("cpu"))
     rng = np.random.default_rng(args.seed)
     shapes: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench-vs-official-") as tmp_s:
@@ -583,9 +609,9 @@ def main(argv=None) -> int:
                 goal_density(out, off, Geolocator.from_pretrained(tfolder, family="rfm"), plan, desc, rng,
                              official_name="trained", official_timing=False)
             if "sampling" in goals:
-                goal_sampling(out, off, geo, plan, rng, shapes)
+                goal_sampling(out, off, geo, plan, rng, shapes, args.precision)
                 tfolder, desc = trained_model(plan, Path(tempfile.gettempdir()) / "globeflow-bench-models")
-                goal_energy(out, off, plan, tfolder, desc)
+                goal_energy(out, off, plan, tfolder, desc, args.precision)
             if "maps" in goals:
                 goal_maps(out, off, geo, folder, plan, rng,
                           (args.map_steps,) if args.map_steps else plan.map_step_candidates)
@@ -621,7 +647,8 @@ def table_lines(rows: list[dict], path: Path) -> list[str]:
              f"(avx512_bf16: {m['avx512_bf16']}, amx_bf16: {m['amx_bf16']}), torch {m['torch']}, network "
              f"dim {m['network']['dim']} depth {m['network']['depth']} cond {m['network']['cond_dim']}; "
              f"measured matmul {m['matmul_gflops_fp32']:.1f} GFLOP/s fp32, {m['matmul_gflops_bf16']:.1f} bf16; "
-             f"load average at start {m['loadavg']}. Raw lines: `{path.relative_to(ROOT)}`.", "",
+             f"load average at start {m['loadavg']}; sampling precision auto → "
+             f"{m.get('sampling_precision', {}).get('auto', 'fp32')}. Raw lines: `{path.relative_to(ROOT)}`.", "",
              "| goal | case | official | globeflow | ratio (globeflow ÷ official speed) |", "| --- | --- | --- | --- | --- |"]
     for r in rows:
         g = r["goal"]
@@ -634,11 +661,21 @@ def table_lines(rows: list[dict], path: Path) -> list[str]:
                          f"{'' if r['reference_converged'] else '; reference not converged to tol/10'}) | "
                          f"{_fmt(r.get('ratio_points_per_s'))} |")
         elif g == "sampling_speed":
-            lines.append(f"| sampling | {r['photos']}×{r['samples_per_photo']}, {r['steps']} Euler steps | "
-                         f"{_fmt(r['official']['samples_per_s'])} samples/s | {_fmt(r['globeflow']['samples_per_s'])} "
-                         f"samples/s | {_fmt(r['ratio_samples_per_s'])} |")
+            for path in ("fp32", "bf16"):
+                gf = r.get(f"globeflow_{path}")
+                if gf is None and path == "fp32" and "precision_used" not in r:  # rows of older runs
+                    gf = r["globeflow"]
+                if gf is None:
+                    continue
+                km = f"; median {_fmt(gf['km_to_official_median'])} km from the official samples" \
+                    if "km_to_official_median" in gf else ""
+                lines.append(f"| sampling | {r['photos']}×{r['samples_per_photo']}, {r['steps']} Euler steps, "
+                             f"globeflow {path}{' (auto)' if r.get('precision_used') == path else ''} | "
+                             f"{_fmt(r['official']['samples_per_s'])} samples/s | {_fmt(gf['samples_per_s'])} "
+                             f"samples/s{km} | {_fmt(gf.get('ratio', r['ratio_samples_per_s']))} |")
         elif g == "sampling_distribution":
             lines.append(f"| sample distribution | {r['globeflow']['sampler']} {r['globeflow']['steps']} steps "
+                         f"{r['globeflow'].get('precision', 'fp32')} "
                          f"({r['globeflow']['nfe']} NFE) vs official Euler 250, {r['per_side']}/side | – | "
                          f"energy {_fmt(r['energy_distance_km'])} km, p = {_fmt(r['p_value'])} "
                          f"({'rejected' if r['rejected_at_0_01'] else 'not rejected'} at 0.01) | – |")
