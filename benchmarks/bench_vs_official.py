@@ -43,7 +43,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "performance.md"
 MP16 = ROOT.parent / "shared" / "data" / "mp16" / "coordinates_100k.csv"
 OFFICIAL_PY = ROOT / ".venv-official" / "bin" / "python"
-GOALS = ("density", "sampling", "maps", "training", "flops")
+GOALS = ("density", "sampling", "maps", "training", "flops", "predict")
 
 
 @dataclass(frozen=True)
@@ -570,6 +570,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="globeflow's sampling arithmetic besides fp32 (auto: bf16 where the CPU has native bf16 "
                         "and it measures faster; the machine line says what auto chose)")
+    p.add_argument("--predict-photos", type=int, default=700,
+                   help="predict goal: photos (the first N of shared/data/im2gps3k/images), embedded default model")
+    p.add_argument("--predict-threads", type=int, default=2, help="predict goal: OMP threads of the command")
+    p.add_argument("--predict-baseline", default=None, metavar="REV",
+                   help="predict goal: also time git revision REV, interleaved (benchmarks/bench_predict.py)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     unknown = set(args.goals.split(",")) - set(GOALS)
@@ -619,6 +624,12 @@ def main(argv=None) -> int:
                 goal_training(out, off, plan, tmp, shapes)
         finally:
             off.close()
+    if "predict" in goals:  # item 3: the real command line in its own process (no official side)
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from bench_predict import PHOTOS, measure
+
+        row = measure(args.predict_photos, 32, args.predict_threads, args.predict_baseline, PHOTOS, [])
+        out.emit(row.pop("goal"), **{k: v for k, v in row.items() if k != "cpu"})
     if "flops" in goals and shapes:
         peak32 = matmul_gflops(torch.float32)
         peak16 = matmul_gflops(torch.bfloat16)
@@ -705,6 +716,15 @@ def table_lines(rows: list[dict], path: Path) -> list[str]:
             lines.append(f"| bf16 convergence | dim {r['dim']} depth {r['depth']}, {r['steps']} steps | – | val loss "
                          f"fp32 {_fmt(r['val_loss_fp32'], 5)}, bf16 {_fmt(r['val_loss_bf16'], 5)} "
                          f"({100 * r['relative_difference']:.2f} %) | – |")
+        elif g == "predict_throughput":
+            gf = r["globeflow"]
+            base = next((k for k in r if k.startswith("baseline_")), None)
+            base_s = f"{r[base]['full']['photos_per_s']:.2f} photos/s (revision {base[9:]})" if base else "–"
+            lines.append(f"| predict throughput | {r['photos']} photos, {r['threads']} threads, `globeflow predict`, "
+                         f"default photo model | {base_s} | {gf['full']['photos_per_s']:.2f} photos/s (steady "
+                         f"{gf['steady_photos_per_s']:.2f}); peak RSS {gf['small']['peak_rss_mb']:.0f} MB at "
+                         f"{r['small_run_photos']} photos, {gf['full']['peak_rss_mb']:.0f} MB at {r['photos']} | "
+                         f"{_fmt(r.get('ratio_photos_per_s'))} |")
         elif g == "flops":
             for k, d in r["achieved"].items():
                 cells = ", ".join(f"{n} {v:g}" for n, v in d.items())
