@@ -10,6 +10,10 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/pip install -q torch==2.13.0
 if [ "${1:-}" = "test" ]; then
     .venv/bin/pip install -q -e ".[all,test]"
+    # the official PLONK code and the torchvision it was released with, for the parity tests only: kept
+    # off the venv's path (pip --target), where transformers would pick torchvision up (27 MB, seconds)
+    .venv/bin/pip install -q --no-deps --upgrade --target .venv/official-preprocessing \
+        torchvision==0.28.0 diff-plonk==0.4 geoopt==0.5.1 einops==0.8.2
     bash scripts/install_browser.sh
 else
     .venv/bin/pip install -q -e ".[all]"

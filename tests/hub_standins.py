@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import torch
+from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DINOV2_CODE = SHARED / "torch_hub" / "facebookresearch_dinov2_main"
@@ -200,6 +201,46 @@ def build_all(root: Path, *, vitl: bool = False, full_streetclip: bool = False, 
                                         ("PLONK_OSV_5M_diffusion", PLONK_SMALL), ("PLONK_YFCC_flow", PLONK_SMALL))):
         build_plonk(hf_home, f"nicolas-dufour/{name}", cfg, seed=seed)
     return {"TORCH_HOME": str(torch_home), "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+
+
+# ----------------------------------------------------------------------------- photos for parity checks
+def odd_im2gps_photos(n: int) -> list[Path]:
+    """The first ``n`` Im2GPS3k photos (sorted by name) whose width − height is odd."""
+    out = []
+    for path in sorted((SHARED / "data" / "im2gps3k" / "images").glob("*.jpg")):
+        with Image.open(path) as im:
+            w, h = im.size
+        if (w - h) % 2:
+            out.append(path)
+            if len(out) == n:
+                break
+    return out
+
+
+def special_photos(folder: Path, sources: list[Path]) -> list[Path]:
+    """CMYK JPEG, greyscale JPEG, palette PNG with transparency, EXIF-rotated JPEG, from real photos."""
+    folder.mkdir(parents=True, exist_ok=True)
+    a, b, c, d = (Image.open(p).convert("RGB") for p in sources[:4])
+    out = {"cmyk.jpg": lambda p: a.convert("CMYK").save(p, quality=92),
+           "grey.jpg": lambda p: b.convert("L").save(p, quality=92)}
+
+    def palette_alpha(p: Path) -> None:
+        pal = c.quantize(colors=200)
+        pal.info["transparency"] = 0  # palette entry 0 transparent: a few regions see-through
+        pal.save(p, transparency=0)
+
+    def exif_rotated(p: Path) -> None:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # orientation: the stored pixels must be turned 90° clockwise to view
+        d.transpose(Image.Transpose.ROTATE_90).save(p, quality=92, exif=exif)
+
+    out["palette_alpha.png"] = palette_alpha
+    out["exif_rotated.jpg"] = exif_rotated
+    paths = []
+    for name, write in out.items():
+        write(folder / name)
+        paths.append(folder / name)
+    return paths
 
 
 # ------------------------------------------------------------------------------- a stand-in Hugging Face hub
