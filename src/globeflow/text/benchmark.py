@@ -35,6 +35,10 @@ from globeflow.text.cache import embed_cached
 log = logging.getLogger(__name__)
 AMBIGUOUS = ("Springfield", "Victoria", "Santiago", "Paris", "San Jose", "Newport")
 BASELINES = ("regression", "cells", "retrieval", "vmf")
+PARTS = ("captions", "names", "baselines", "famous", "namesakes", "maps", "sweep")
+PART_KEYS = {"captions": ("captions_unseen_users",), "names": ("place_names_unseen",), "baselines": (),
+             "famous": ("famous_places", "famous_places_shipped"), "namesakes": ("namesakes",),
+             "maps": ("ambiguous_names",), "sweep": ("guidance_sweep_captions",)}
 
 
 def separated_modes(samples_deg: np.ndarray, min_mass: float = 0.05, min_km: float = 800.0) -> list:
@@ -304,6 +308,9 @@ def main() -> None:
     p.add_argument("--baselines", default=",".join(BASELINES))
     p.add_argument("--out", type=Path, default=R.ROOT / "reports" / "text")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--parts", default=",".join(PARTS),
+                   help="what to compute (comma list of " + ", ".join(PARTS) + "); parts of several runs into the "
+                        "same --out are merged (OUT/part-*.json), so they can run in parallel processes")
     p.add_argument("--baselines-only", action="store_true",
                    help="only fit and score the baselines (they need no model weights), into OUT/baselines.json")
     p.add_argument("--baselines-from", type=Path, default=None,
@@ -357,39 +364,63 @@ def main() -> None:
                   f"{args.threads} torch threads")
     t_start = time.perf_counter()
 
-    def save() -> None:
-        report["wall_s"] = round(time.perf_counter() - t_start)
-        (args.out / "report.json").write_text(json.dumps(report, indent=1, default=float))
-        (args.out / "report.md").write_text(markdown(report))
-    for key, (emb, truth) in sets.items():
+    parts = [x for x in args.parts.split(",") if x]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        p.error(f"unknown --parts {sorted(unknown)}; choose from {PARTS}")
+
+    def save(*keys: str) -> None:
+        """Write each part's keys to OUT/part-<name>.json, then report.json/.md from every part on disk."""
+        for part in parts:
+            got = {k: report[k] for k in PART_KEYS[part] if k in report}
+            if got:
+                (args.out / f"part-{part}.json").write_text(json.dumps(got, indent=1, default=float))
+        merged = dict(report)
+        for path in sorted(args.out.glob("part-*.json")):
+            for k, v in json.loads(path.read_text()).items():
+                merged.setdefault(k, v)
+        if args.baselines_from:
+            for key, results in json.loads(Path(args.baselines_from).read_text()).items():
+                if key in merged:
+                    merged[key] = {**merged[key], **{n: r for n, r in results.items() if n not in merged[key]}}
+        merged["wall_s"] = round(time.perf_counter() - t_start)
+        (args.out / "report.json").write_text(json.dumps(merged, indent=1, default=float))
+        (args.out / "report.md").write_text(markdown(merged))
+    keys = {"captions": "captions_unseen_users", "names": "place_names_unseen"}
+    for part, key in keys.items():
+        if part not in parts:
+            continue
+        emb, truth = sets[key]
         n = args.samples if key.startswith("captions") else min(args.samples, 256)
         report[key] = {"rfm": {**evaluate_model(geo, emb, truth, samples=n, steps=args.steps), "samples": n}}
         log.info("%s rfm %s", key, json.dumps(report[key]["rfm"]["point"]))
         save()
-    if args.baselines_from:
-        done = json.loads(Path(args.baselines_from).read_text())
-        for key in sets:
-            report[key].update(done.get(key, {}))
-        save()
-    else:
-        for key, results in fit_baselines(args, train_emb, train_ll, groups, sets).items():
+    scored = {k: v for k, v in sets.items() if k in report}
+    if "baselines" in parts and not args.baselines_from and scored:
+        for key, results in fit_baselines(args, train_emb, train_ll, groups, scored).items():
             report[key].update(results)
         save()
     ship = Geolocator(*load_checkpoint(args.shipped)) if args.shipped else geo
-    report["famous_places"] = famous_places(geo, enc, args.samples, args.steps)
-    if args.shipped:
-        report["famous_places_shipped"] = famous_places(ship, enc, args.samples, args.steps)
-    report["namesakes"] = namesake_checks(ship, enc, args.samples, args.steps)
-    save()
-    report["ambiguous_names"] = draw_maps(ship, enc, args.out, args.samples)
-    save()
-    emb, truth = sets["captions_unseen_users"]
-    emb, truth = emb[:args.sweep_captions], truth[:args.sweep_captions]
-    report["guidance_sweep_captions"] = {}
-    for c in sorted({geo.default_cfg, 0.0, 1.0, 2.0, 4.0}) if args.sweep_captions else ():
-        report["guidance_sweep_captions"][f"cfg={c:g}"] = evaluate_model(geo, emb, truth, samples=args.sweep_samples,
-                                                                        cfg=c, steps=args.steps)
+    if "famous" in parts:
+        report["famous_places"] = famous_places(geo, enc, args.samples, args.steps)
+        if args.shipped:
+            report["famous_places_shipped"] = famous_places(ship, enc, args.samples, args.steps)
         save()
+    if "namesakes" in parts:
+        report["namesakes"] = namesake_checks(ship, enc, args.samples, args.steps)
+        save()
+    if "maps" in parts:
+        report["ambiguous_names"] = draw_maps(ship, enc, args.out, args.samples)
+        save()
+    if "sweep" in parts and args.sweep_captions:
+        emb, truth = sets["captions_unseen_users"]
+        emb, truth = emb[:args.sweep_captions], truth[:args.sweep_captions]
+        report["guidance_sweep_captions"] = {}
+        for c in sorted({geo.default_cfg, 0.0, 1.0, 2.0, 4.0}):
+            report["guidance_sweep_captions"][f"cfg={c:g}"] = evaluate_model(
+                geo, emb, truth, samples=args.sweep_samples, cfg=c, steps=args.steps)
+            save()
+    save()
     print(json.dumps({k: v for k, v in report.items() if k != "model_training"}, indent=1, default=float)[:6000])
 
 
