@@ -3,9 +3,12 @@
 # project's environment active and ../shared beside the checkout for the MP-16 locations; timed in
 # report.md's header: 2 worker processes of one torch thread each on a 2-core machine).
 # Models ending in +prior also train on 100,000 MP-16 photo locations (unconditional rows).
-# fm/diffusion direction densities (radial quadrature of ODE solves) are computed for 100 photos
-# per fold (--r3-photos) with 16 own samples each: their point metrics use those photos, their draws all.
+# Generative models: at most 1,200 steps (early stopping on held-out photographers, every 200).
+# fm/diffusion direction densities (radial quadrature of ODE solves, 8 nodes) are computed for 100
+# photos per fold (--r3-photos) with 8 own samples each: their point metrics use those photos.
+# Sized to finish on a shared 2-core machine: only cfg = tuned (chosen among -1, -0.5, 0 on 40 photos).
 exec globeflow evaluate --store data/im2gps3k/efficientnet-lite0 --folds 3 \
   --models rfm,rfm+prior,fm,diffusion,regression,cells,cells+prior,retrieval,vmf,vmf_mixture,vmf_mixture+prior \
-  --cfg 0,tuned --tune-grid=-1,-0.5,0,1 --tune-photos 60 --r3-photos 100 --r3-samples 16 --seed 0 \
+  --cfg tuned --tune-grid=-1,-0.5,0 --tune-photos 40 --train-steps 1200 --val-every 200 \
+  --r3-photos 100 --r3-samples 8 --r3-nodes 8 --seed 0 \
   --threads 1 --workers 2 --no-progress --out reports/im2gps3k/report.md --json reports/im2gps3k/report.json
