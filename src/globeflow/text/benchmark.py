@@ -103,14 +103,34 @@ def evaluate_baseline(base, emb: np.ndarray, truth: np.ndarray, samples: int) ->
     return out
 
 
-def baseline_epochs(rows: int, budget: int = 3_000_000) -> int:
-    """Training epochs for the trained baselines (cells, vmf): their default (200–300) up to ~14 k rows,
-    fewer on larger row sets so that epochs × rows stays ≈ ``budget`` (at least 4 epochs)."""
-    return max(4, min(200, budget // max(rows, 1)))
+def baseline_epochs(rows: int, budget: int = 1_500_000) -> int:
+    """Training epochs for the trained baselines (cells, vmf): 200 up to 7,500 rows, fewer on larger row
+    sets so that epochs × rows stays ≈ ``budget`` (at least 3 epochs: ~600 k gazetteer rows on 2 shared cores)."""
+    return max(3, min(200, budget // max(rows, 1)))
+
+
+class _small_knn_chunks:
+    """Within this block, retrieval's k-NN compares at most ~16 M pairs at a time (its default chunk of
+    2,048 queries against ~600 k gazetteer rows needs ~16 GB of float64 similarities)."""
+
+    def __enter__(self):
+        from globeflow.baselines import retrieval
+
+        self._module, self._knn = retrieval, retrieval.knn
+        retrieval.knn = lambda q, db, k, chunk=2048: self._knn(q, db, k, chunk=max(1, min(chunk, 2 ** 24 // len(db))))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._module.knn = self._knn
 
 
 def fit_baselines(args, train_emb: np.ndarray, train_ll: np.ndarray, groups: np.ndarray, sets: dict) -> dict:
     """Fit each of ``args.baselines`` on the training rows and score it on every set: {set: {name: result}}."""
+    with _small_knn_chunks():
+        return _fit_baselines(args, train_emb, train_ll, groups, sets)
+
+
+def _fit_baselines(args, train_emb: np.ndarray, train_ll: np.ndarray, groups: np.ndarray, sets: dict) -> dict:
     out: dict = {key: {} for key in sets}
     epochs = baseline_epochs(len(train_emb))
     for name in [b for b in args.baselines.split(",") if b]:
@@ -379,7 +399,7 @@ def main() -> None:
         for path in sorted(args.out.glob("part-*.json")):
             for k, v in json.loads(path.read_text()).items():
                 merged.setdefault(k, v)
-        if args.baselines_from:
+        if args.baselines_from and Path(args.baselines_from).is_file():  # may still be running in parallel
             for key, results in json.loads(Path(args.baselines_from).read_text()).items():
                 if key in merged:
                     merged[key] = {**merged[key], **{n: r for n, r in results.items() if n not in merged[key]}}
