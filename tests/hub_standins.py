@@ -85,7 +85,10 @@ def write_hf_repo(hf_home: Path, repo_id: str, files: dict[str, Path]) -> Path:
     for name, path in files.items():
         blob = root / "blobs" / digests[name]
         if not blob.exists():
-            shutil.copyfile(path, blob)
+            try:
+                os.link(path, blob)  # no second copy of a 1.7 GB file
+            except OSError:
+                shutil.copyfile(path, blob)
         link = snapshot / name
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
@@ -205,12 +208,14 @@ def build_all(root: Path, *, vitl: bool = False, full_streetclip: bool = False, 
 
 # ----------------------------------------------------------------------------- photos for parity checks
 def odd_im2gps_photos(n: int) -> list[Path]:
-    """The first ``n`` Im2GPS3k photos (sorted by name) whose width − height is odd."""
+    """The first ``n`` Im2GPS3k photos (by name) whose |width − height| is odd and whose centre-crop
+    offset rounds up (|w − h| ≡ 3 mod 4: (|w − h|)/2 = k + 0.5 with k odd, so round-half-to-even
+    gives k + 1 while flooring gives k; for k even the two agree)."""
     out = []
     for path in sorted((SHARED / "data" / "im2gps3k" / "images").glob("*.jpg")):
         with Image.open(path) as im:
             w, h = im.size
-        if (w - h) % 2:
+        if abs(w - h) % 4 == 3:
             out.append(path)
             if len(out) == n:
                 break

@@ -62,17 +62,17 @@ def empty_hub(tmp_path: Path, offline: bool) -> dict:
 @pytest.mark.slow
 def test_predict_yfcc_with_the_real_vitl14_reg_end_to_end(hub_full, tmp_path):
     out = tmp_path / "yfcc.csv"
-    proc = cli(["predict", *map(str, EXAMPLES[:2]), "--model", "nicolas-dufour/PLONK_YFCC", "--samples", "64",
-                "--out", str(out), "--no-progress"], hub_full)
+    proc = cli(["predict", str(EXAMPLES[0]), "--model", "nicolas-dufour/PLONK_YFCC", "--samples", "64",
+                "--out", str(out), "--no-progress"], hub_full, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert_complete(read_rows(out), 2)
+    assert_complete(read_rows(out), 1)
 
 
 @pytest.mark.slow
 def test_predict_osv5m_with_the_published_streetclip_config(hub_full, tmp_path):
     out = tmp_path / "osv.csv"
     proc = cli(["predict", str(EXAMPLES[2]), "--model", "nicolas-dufour/PLONK_OSV_5M", "--samples", "64",
-                "--out", str(out), "--no-progress"], hub_full)
+                "--out", str(out), "--no-progress"], hub_full, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert_complete(read_rows(out), 1)
 
@@ -80,7 +80,7 @@ def test_predict_osv5m_with_the_published_streetclip_config(hub_full, tmp_path):
 @pytest.mark.slow
 def test_download_yfcc_then_predict_from_the_folder_alone(hub_full, tmp_path):
     target = tmp_path / "models"
-    proc = cli(["download", "nicolas-dufour/PLONK_YFCC", "--to", str(target)], hub_full)
+    proc = cli(["download", "nicolas-dufour/PLONK_YFCC", "--to", str(target)], hub_full, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = json.loads((target / "manifest.json").read_text())
     files = {f["path"]: f for f in manifest["files"]}
@@ -91,7 +91,7 @@ def test_download_yfcc_then_predict_from_the_folder_alone(hub_full, tmp_path):
     # nothing but the folder: empty caches, offline
     out = tmp_path / "from_dir.csv"
     proc = cli(["predict", str(EXAMPLES[0]), "--model", str(target), "--samples", "64", "--out", str(out),
-                "--no-progress"], empty_hub(tmp_path, offline=True))
+                "--no-progress"], empty_hub(tmp_path, offline=True), timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert_complete(read_rows(out), 1)
 
