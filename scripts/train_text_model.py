@@ -125,7 +125,7 @@ def calibration_captions(caps: R.Captions) -> R.Captions:
 
 
 CFG_GRID = (-0.8, -0.6, -0.4, -0.2, 0.0)
-BEST_GUESS_CFG_GRID = (-0.2, 0.0)  # weights tried for the expected-GeoScore best guess
+BEST_GUESS_CFG_GRID = (-0.2, 0.0, 0.5, 1.0)  # weights tried for the expected-GeoScore best guess
 
 
 def calibrate(folder: Path, caps: R.Captions, count: int = 0) -> dict:
