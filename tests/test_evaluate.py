@@ -155,6 +155,25 @@ def test_r3_densities_match_geolocator_log_prob(tmp_path):
     assert sample_lp.shape == (2, 64) and np.isfinite(sample_lp).all()
 
 
+def test_point_rule_geoscore_is_predicts_best_guess_of_the_own_samples(tmp_path):
+    from globeflow.evaluation import predict_generative
+    from globeflow.prediction import best_guess_index
+
+    data, _ = EvalData.from_arrays(*(lambda a: (a.ids, a.embeddings, a.latlon, a.groups))(subset(150, seed=3)))
+    geo = train_generative("rfm", data, TINY, seed=0, out=tmp_path / "rfm")
+    test = data.select(np.arange(6))
+    dens = predict_generative(geo, test, 0.0, TINY, seed=0)
+    gs = predict_generative(geo, test, 0.0, EvalSettings(**{**TINY.to_dict(), "point_rule": "geoscore"}), seed=0)
+    ll, lp = geo.sample(test.emb, TINY.samples, steps=TINY.steps, cfg=0.0, seed=list(range(6)), return_log_prob=True)
+    ll, lp = ll.double().numpy(), lp.double().numpy()
+    for i in range(6):  # same samples, two rules: density among the first best_of, expected GeoScore among all
+        np.testing.assert_allclose(dens.point[i], ll[i, lp[i, :TINY.best_of].argmax()], atol=1e-9)
+        np.testing.assert_allclose(gs.point[i], ll[i, best_guess_index(ll[i], lp[i], "geoscore")], atol=1e-9)
+    np.testing.assert_array_equal(dens.truth_lp, gs.truth_lp)
+    with pytest.raises(ValueError, match="point_rule"):
+        EvalSettings(point_rule="mode")
+
+
 def _cli_args(**kw) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     cmd.add_arguments(parser)
@@ -173,7 +192,7 @@ def test_cli_writes_report_and_ignores_bad_rows(tmp_path):
     out, js = tmp_path / "r.md", tmp_path / "r.json"
     args = _cli_args(store=store, folds=2, models="rfm,regression", cfg="0,1", samples=8, best_of=4, steps=4,
                      density_steps=4, train_steps=20, dim=32, depth=1, batch_size=64, n_boot=50, out=out,
-                     json=js, no_progress=True)
+                     json=js, no_progress=True, point_rule="geoscore")
     assert cmd.run(args) == 0
     doc = json.loads(js.read_text())
     assert set(doc) == {"rfm", "regression", "_meta"}
@@ -181,6 +200,7 @@ def test_cli_writes_report_and_ignores_bad_rows(tmp_path):
     assert doc["_meta"]["rows_ignored"] >= 1 and sum(doc["_meta"]["photos"]) == len(a) - 2
     text = out.read_text()
     assert "| rfm | 1 |" in text and "| regression | 0 |" in text and "Calibration" in text
+    assert doc["_meta"]["settings"]["point_rule"] == "geoscore" and "highest expected GeoScore" in text
 
 
 @pytest.mark.parametrize("kw, message", [

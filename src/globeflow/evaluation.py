@@ -42,6 +42,7 @@ import torch
 
 from globeflow import metrics as M
 from globeflow.credible import credible_region
+from globeflow.prediction import BEST_GUESS_RULES, best_guesses
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,8 @@ class EvalSettings:
     """How models are trained, sampled and scored."""
 
     samples: int = 64  # K own samples per photo (calibration, localizability)
-    best_of: int = 32  # N for the best-of-N point estimate (the first N of the K samples)
+    best_of: int = 32  # N for the best-of-N point estimate by density (the first N of the K samples)
+    point_rule: str = "density"  # a prediction.BEST_GUESS_RULES entry: "geoscore" = over all K own samples
     steps: int = 16  # sampler steps
     seed: int = 0
     density_steps: int = 32  # RK4 steps of the ODE densities
@@ -195,6 +197,8 @@ class EvalSettings:
             raise ValueError(f"best_of ({self.best_of}) cannot exceed samples ({self.samples})")
         if self.r3_photos < 0 or self.tune_photos < 0 or self.val_photos < 0 or self.patience < 0:
             raise ValueError("r3_photos, tune_photos, val_photos and patience must be >= 0")
+        if self.point_rule not in BEST_GUESS_RULES:
+            raise ValueError(f"point_rule must be one of {BEST_GUESS_RULES}; got {self.point_rule!r}")
         if self.tune_metric not in TUNE_METRICS:
             raise ValueError(f"tune_metric must be one of {TUNE_METRICS}; got {self.tune_metric!r}")
         if not 0.0 < self.tune_frac < 1.0:
@@ -332,11 +336,11 @@ def _direction_log_probs(geo, e: torch.Tensor, u: torch.Tensor, xyz: torch.Tenso
 
 def predict_generative(geo, test: EvalData, cfg: float, s: EvalSettings, seed: int,
                        density_rows: np.ndarray | None = None) -> Predictions:
-    """Best-of-N point estimate and densities of a Geolocator at guidance ``cfg``.
+    """Point estimate (``s.point_rule``) and densities of a Geolocator at guidance ``cfg``.
 
     rfm: K samples with their exact sampler densities for every photo, the truth by the ODE.
     fm/diffusion: densities only for ``density_rows`` (indices; default all); the point estimate
-    is best-of-N by density there, and NaN elsewhere.
+    comes from the samples with densities there, and is NaN elsewhere.
     """
     m = len(test)
     seeds = [seed + i for i in range(m)]
@@ -344,16 +348,22 @@ def predict_generative(geo, test: EvalData, cfg: float, s: EvalSettings, seed: i
         ll, lp = geo.sample(test.emb, s.samples, steps=s.steps, cfg=cfg, seed=seeds, return_log_prob=True)
         ll, lp = ll.double().numpy(), lp.double().numpy()
         truth = geo.log_prob(test.emb, test.latlon, cfg=cfg, steps=s.density_steps).double().numpy()
-        best = lp[:, :s.best_of].argmax(1)
-        return Predictions(ll[np.arange(m), best], ll[:, 0], truth, lp)
+        return Predictions(_point(ll, lp, s), ll[:, 0], truth, lp)
     rows = np.arange(m) if density_rows is None else np.asarray(density_rows, dtype=np.int64)
     draws = geo.sample(test.emb, 1, steps=s.steps, cfg=cfg, seed=seeds, **ode_sampler(geo)).double().numpy()[:, 0]
     point, truth, lp = _nan((m, 2)), _nan(m), _nan((m, s.r3_samples))
     if len(rows):
         ll, t_lp, s_lp = r3_densities(geo, test.emb[rows], test.latlon[rows], cfg, s, seed)
-        best = s_lp[:, :min(s.best_of, s.r3_samples)].argmax(1)
-        point[rows], truth[rows], lp[rows] = ll[np.arange(len(rows)), best], t_lp, s_lp
+        point[rows], truth[rows], lp[rows] = _point(ll, s_lp, s), t_lp, s_lp
     return Predictions(point, draws, truth, lp)
+
+
+def _point(latlon: np.ndarray, lp: np.ndarray, s: EvalSettings) -> np.ndarray:
+    """(M, 2) degrees: the best of the first ``s.best_of`` samples by density, or with
+    ``point_rule="geoscore"`` the sample of highest expected GeoScore among all K (as ``predict``)."""
+    if s.point_rule == "geoscore":
+        return best_guesses(latlon, lp, "geoscore")
+    return latlon[np.arange(len(latlon)), lp[:, :s.best_of].argmax(1)]
 
 
 def density_subset(m: int, s: EvalSettings, seed: int) -> np.ndarray:
