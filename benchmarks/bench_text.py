@@ -60,10 +60,12 @@ def stages(texts: list[str], model: str | None) -> dict:
     out, t = {"captions": len(texts)}, time.perf_counter()
     emb = geo.embed(texts)
     out["embed_s"], t = time.perf_counter() - t, time.perf_counter()
-    samples, lp = geo.sample(emb, 512, steps=32, seed=0, return_log_prob=True)
+    k = geo.default_samples  # predict's default: the count the model was calibrated with
+    out["samples"] = k
+    samples, lp = geo.sample(emb, k, steps=32, seed=0, return_log_prob=True)
     out["sample_with_log_prob_s"], t = time.perf_counter() - t, time.perf_counter()
     if geo.separate_best_guess(None):
-        geo.point_estimate(emb, 512, steps=32, seed=0)
+        geo.point_estimate(emb, k, steps=32, seed=0)
     out["best_guess_pass_s"], t = time.perf_counter() - t, time.perf_counter()
     for i in range(len(texts)):
         summarize(samples[i].numpy(), lp[i].numpy(), model=geo.model_id, encoder="minilm-l6",

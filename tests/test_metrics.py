@@ -93,6 +93,20 @@ def test_reverse_geocoding_reproduces_osv5m_labels_and_hits(suffix):
             assert (pn[lv] == tn[lv]) == (r[f"{lv}_hit{suffix}"] == "True"), (r["id"], lv)
 
 
+def test_country_codes_equal_the_packages_own_query_and_reject_non_finite_rows():
+    from globeflow import geocoding
+
+    rows = _select_rows()
+    latlon = np.array([[float(r[k]) for k in ("true_lat", "true_lon")] for r in rows]
+                      + [[float(r[k]) for k in ("pred_lat", "pred_lon")] for r in rows])
+    package = [r["cc"] for r in geocoding._geocoder().query([tuple(p) for p in latlon])]  # reverse_geocoder's path
+    assert geocoding.country_codes(latlon).tolist() == package == [p.cc for p in reverse_geocode(latlon)]
+    assert [r["country"] for r in rows] == package[:len(rows)]
+    assert geocoding.country_codes(np.zeros((0, 2))).tolist() == []
+    with pytest.raises(ValueError, match="rows \\[1\\]"):
+        geocoding.country_codes(np.array([[0.0, 0.0], [np.nan, 1.0]]))
+
+
 def composite_vs_plain_differences(rows, suffix):
     """Rows (id, level, reason) where the official composite-key rule and plain names disagree."""
     labels = {lv: [r[lv] for r in rows] for lv in LEVEL_COLS}

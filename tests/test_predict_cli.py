@@ -74,3 +74,15 @@ def test_predict_usage_errors(tmp_path):
 def test_predict_nothing_readable_exits_1(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"")
     assert cli.main(["predict", str(tmp_path / "a.jpg"), "--no-progress"]) == 1
+
+
+def test_predict_defaults_to_the_sample_count_the_model_was_calibrated_with(photo_dir, tmp_path, capsys):
+    from globeflow.geolocator import Geolocator
+
+    folder, names = photo_dir
+    geo = Geolocator.from_pretrained()
+    assert geo.info.default_samples == 128 and "128 own samples" in geo.info.training["credible_masses_fit"]
+    out = tmp_path / "one.json"
+    assert cli.main(["predict", str(folder / names[0]), "--out", str(out), "--no-progress"]) == 0
+    assert "describe the same 128 samples" in capsys.readouterr().out
+    assert cli.main(["predict", str(folder / names[0]), "--samples", "0"]) == 2

@@ -171,6 +171,7 @@ def test_shipped_model_metadata(shipped):
 
     assert shipped.info.encoder == "minilm-l6" and shipped.info.modality == "text"
     assert shipped.model_id == "globeflow/text-minilm-l6" and shipped.net.config.cond_dim == 384
+    assert shipped.default_samples == 128  # the count its credible masses and best-guess rule were fitted with
     size = sum(p.stat().st_size for p in DEFAULT_MODELS["text"].iterdir())
     assert size <= 10 * 2**20
 

@@ -46,6 +46,11 @@ def test_credible_masses_are_fitted_and_stated(tmp_path):
     geo = Geolocator.from_pretrained(folder)
     assert geo.info.credible_masses == masses
     assert "split-conformal on 24 test rows" in geo.info.training["credible_masses_fit"]
+    # predictions default to the sample count the masses were fitted with (512 before: none stated)
+    assert Geolocator.from_pretrained(MODEL).default_samples == 512 and geo.default_samples == 64
+    (pred,) = geo.predict(emb[:1], steps=4)
+    assert len(pred.samples) == 64
+    assert len(geo.predict(emb[:1], num_samples=16, steps=4)[0].samples) == 16
 
 
 def test_best_guess_rule_and_weight_of_highest_held_out_geoscore_are_written_and_used(tmp_path):

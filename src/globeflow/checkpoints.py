@@ -38,6 +38,9 @@ DEFAULT_MODELS = {"image": DEFAULT_MODEL_DIR / "im2gps3k-efficientnet-lite0",
                   "text": DEFAULT_MODEL_DIR / "text-minilm-l6"}
 
 
+DEFAULT_SAMPLES = 512  # samples per input of a prediction when the model states no default_samples
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What a checkpoint needs besides its weights."""
@@ -57,17 +60,21 @@ class ModelInfo:
     # highest density (PLONK); "geoscore" = highest expected GeoScore, chosen on held-out data
     best_guess: str = "density"
     best_guess_cfg: float | None = None  # guidance weight of the samples the best guess is picked from (None = default_cfg)
+    # samples per input that predictions default to: the count the credible masses and the best-guess
+    # rule were fitted with (written by globeflow.tuning); None = DEFAULT_SAMPLES
+    default_samples: int | None = None
 
     def to_dict(self) -> dict:
         return {"family": self.family, "schedule": self.schedule, "encoder": self.encoder,
                 "modality": self.modality, "sampler": self.sampler, "model_id": self.model_id,
                 "training": self.training, "default_cfg": self.default_cfg, "credible_masses": self.credible_masses,
-                "best_guess": self.best_guess, "best_guess_cfg": self.best_guess_cfg}
+                "best_guess": self.best_guess, "best_guess_cfg": self.best_guess_cfg,
+                "default_samples": self.default_samples}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelInfo":
         known = {"family", "schedule", "encoder", "modality", "sampler", "model_id", "training", "default_cfg", "credible_masses",
-                 "best_guess", "best_guess_cfg"}
+                 "best_guess", "best_guess_cfg", "default_samples"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"{METADATA_FILE}: unknown keys {sorted(unknown)}; expected a subset of {sorted(known)}")

@@ -32,19 +32,36 @@ def _geocoder():
 
 def reverse_geocode(latlon_deg: np.ndarray) -> list[Place]:
     """(N, 2) degrees → N nearest places. Non-finite rows raise a ValueError naming the row."""
-    latlon = np.asarray(latlon_deg, dtype=np.float64).reshape(-1, 2)
+    latlon = _checked(latlon_deg)
     if len(latlon) == 0:
         return []
+    locations = _geocoder().locations
+    return [Place(r["cc"], r["admin1"], r["admin2"], r["name"]) for r in (locations[i] for i in _nearest(latlon))]
+
+
+def _checked(latlon_deg: np.ndarray) -> np.ndarray:
+    latlon = np.asarray(latlon_deg, dtype=np.float64).reshape(-1, 2)
     bad = ~np.isfinite(latlon).all(axis=1)
     if bad.any():
         raise ValueError(f"reverse_geocode: non-finite coordinates at rows {np.flatnonzero(bad)[:10].tolist()}")
-    rows = _geocoder().query([tuple(p) for p in latlon])
-    return [Place(r["cc"], r["admin1"], r["admin2"], r["name"]) for r in rows]
+    return latlon
+
+
+def _nearest(latlon: np.ndarray) -> np.ndarray:
+    """(N,) indices of the nearest GeoNames places: ``RGeocoder.query``'s K-D tree lookup without its
+    per-row dictionaries (the tree holds (lat, lon) in degrees, as the package and the official metric use)."""
+    return np.asarray(_geocoder().tree.query(latlon, k=1)[1]).reshape(-1)
+
+
+@lru_cache(maxsize=1)
+def _country_code_table() -> np.ndarray:
+    return np.array([r["cc"] for r in _geocoder().locations], dtype=object)
 
 
 def country_codes(latlon_deg: np.ndarray) -> np.ndarray:
     """(N, 2) degrees → (N,) ISO 3166-1 alpha-2 codes of the nearest GeoNames place."""
-    return np.array([p.cc for p in reverse_geocode(latlon_deg)], dtype=object)
+    latlon = _checked(latlon_deg)
+    return _country_code_table()[_nearest(latlon)] if len(latlon) else np.array([], dtype=object)
 
 
 def country_probabilities(latlon_deg: np.ndarray, top_k: int | None = None) -> dict[str, float]:

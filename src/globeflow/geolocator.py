@@ -95,6 +95,14 @@ class Geolocator:
         """The guidance weight used when a call passes ``cfg=None`` (from the checkpoint's metadata)."""
         return self.info.default_cfg
 
+    @property
+    def default_samples(self) -> int:
+        """Samples per input of ``predict`` when a call passes ``num_samples=None``: the count the model's
+        credible masses and best-guess rule were fitted with, else ``checkpoints.DEFAULT_SAMPLES``."""
+        from globeflow.checkpoints import DEFAULT_SAMPLES
+
+        return int(self.info.default_samples or DEFAULT_SAMPLES)
+
     def _cfg(self, cfg: float | None) -> float:
         return self.info.default_cfg if cfg is None else float(cfg)
 
@@ -332,7 +340,7 @@ class Geolocator:
         images = [to_rgb(x) if isinstance(x, Image.Image) else load_image(x) for x in inputs]
         return self.encoder.embed(images)
 
-    def predict(self, inputs=None, *, texts: Sequence[str] | None = None, num_samples: int = 512,
+    def predict(self, inputs=None, *, texts: Sequence[str] | None = None, num_samples: int | None = None,
                 cfg: float | None = None, steps: int = 32, seed: int | Sequence[int] | None = 0, top_k: int = 5,
                 ids: Sequence[str] | None = None, truths=None) -> list:
         """Where was each input taken? One :class:`globeflow.prediction.Prediction` per input.
@@ -340,7 +348,7 @@ class Geolocator:
         Exactly one of ``inputs`` (paths, PIL images, or precomputed embeddings (N, D); one or many)
         or ``texts`` (strings, for text models). ``truths``: optional (N, 2) degrees carried into
         the results. Samples, modes, 50/90 % credible regions, country probabilities and localizability
-        come from ``num_samples`` samples at ``cfg`` (None = ``default_cfg``); the best guess is picked
+        come from ``num_samples`` samples (None = :attr:`default_samples`) at ``cfg`` (None = ``default_cfg``); the best guess is picked
         by the model's ``best_guess`` rule from them, or, when ``cfg`` is None and the model has its
         own ``best_guess_cfg``, from ``num_samples`` further samples at that weight.
         """
@@ -357,6 +365,7 @@ class Geolocator:
             raise ValueError(f"model {self.model_id} geolocates {self.info.modality} inputs, not {wanted}; "
                              f"load a {wanted} model (e.g. Geolocator.from_pretrained(modality='{wanted}'))")
         emb = np.atleast_2d(np.asarray(items, dtype=np.float32)) if is_embedding else self.embed(list(items))
+        num_samples = self.default_samples if num_samples is None else int(num_samples)
         samples, log_prob = self.sample(emb, num_samples, steps=steps, cfg=cfg, seed=seed, return_log_prob=True)
         points = [None] * len(emb)
         if self.separate_best_guess(cfg):

@@ -66,7 +66,7 @@ def fit_credible_masses(folder: Path, emb: torch.Tensor, truth: torch.Tensor, no
     ranks = coverage_ranks(geo.log_prob(emb, truth, steps=density_steps).numpy(), lp)
     masses = conformal_masses(ranks, levels)
     nominal = ", ".join(f"{lv:g}: {float((ranks <= lv).mean()):.3f}" for lv in levels)
-    _update_meta(folder, credible_masses=masses, training={"credible_masses_fit": (
+    _update_meta(folder, credible_masses=masses, default_samples=int(lp.shape[1]), training={"credible_masses_fit": (
         f"split-conformal on {len(ranks)} {note} ({lp.shape[1]} own samples each, {steps} steps); "
         f"nominal coverage there: {nominal}")})
     return masses

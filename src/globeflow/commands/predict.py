@@ -43,7 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metadata", type=Path, metavar="CSV", help="truth by file name (id/img_id/path, lat, lon)")
     p.add_argument("--out", type=Path, metavar="FILE", help="results.csv or results.json")
     p.add_argument("--maps", type=Path, metavar="DIR", help="write one PNG density map per input here")
-    p.add_argument("--samples", type=int, default=512, help="samples per input (default 512)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="samples per input (default: the count the model's regions were calibrated with, "
+                        "128 for the shipped models; 512 for models that state none)")
     p.add_argument("--steps", type=int, default=32, help="sampler steps (default 32)")
     p.add_argument("--cfg", type=float, default=None,
                    help="guidance weight w ≥ −1 (default: the model's own; 0 for the official models)")
@@ -131,7 +133,7 @@ def _usage_error(args: argparse.Namespace) -> str | None:
     if args.out is not None and args.out.suffix.lower() not in (".csv", ".json"):
         return f"--out must end in .csv or .json; got {args.out}"
     for name in ("samples", "steps", "batch_size"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             return f"--{name.replace('_', '-')} must be ≥ 1; got {getattr(args, name)}"
     if args.cfg is not None and not args.cfg >= -1:
         return f"--cfg must be ≥ −1; got {args.cfg}"

@@ -32,14 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-file-mb", type=float, default=10.0, help="upload limit per file in MB (default 10)")
     parser.add_argument("--max-files", type=int, default=8, help="photos or texts per request (default 8)")
     parser.add_argument("--max-megapixels", type=float, default=50.0, help="pixel limit per photo (default 50)")
-    parser.add_argument("--num-samples", type=int, default=512, help="default samples per input (default 512)")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help="default samples per input (default: the model's, as in predict)")
 
 
 def _check(args: argparse.Namespace) -> str | None:
     if not 0 <= args.port <= 65535:
         return f"--port must be in 0..65535; got {args.port}"
     for name in ("workers", "torch_threads", "max_files", "num_samples"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             return f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}"
     if args.queue < 0:
         return f"--queue must be >= 0; got {args.queue}"
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         geolocator.predict([Image.new("RGB", (64, 64), (128, 128, 128))], num_samples=16, steps=2, seed=0)
     config = ServerConfig(max_file_mb=args.max_file_mb, max_files=args.max_files,
                           max_pixels=int(args.max_megapixels * 1e6), workers=args.workers,
-                          queue_size=args.queue, num_samples=min(args.num_samples, 4096))
+                          queue_size=args.queue, num_samples=min(args.num_samples or geolocator.default_samples, 4096))
     app = create_app(geolocator, config)
     print(f"globeflow serve: model {geolocator.model_id} on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
