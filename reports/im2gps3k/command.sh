@@ -7,8 +7,9 @@
 # fm/diffusion direction densities (radial quadrature of ODE solves, 8 nodes) are computed for 100
 # photos per fold (--r3-photos) with 8 own samples each: their point metrics use those photos.
 # Sized to finish on a shared 2-core machine: only cfg = tuned (chosen among -1, -0.5, 0 on 40 photos).
+# Generative point estimates as predict picks its best guess: the own sample of highest expected GeoScore.
 exec globeflow evaluate --store data/im2gps3k/efficientnet-lite0 --folds 3 \
   --models rfm,rfm+prior,fm,diffusion,regression,cells,cells+prior,retrieval,vmf,vmf_mixture,vmf_mixture+prior \
-  --cfg tuned --tune-grid=-1,-0.5,0 --tune-photos 40 --train-steps 1200 --val-every 200 \
+  --cfg tuned --tune-grid=-1,-0.5,0 --point-rule geoscore --tune-photos 40 --train-steps 1200 --val-every 200 \
   --r3-photos 100 --r3-samples 8 --r3-nodes 8 --seed 0 \
   --threads 1 --workers 2 --no-progress --out reports/im2gps3k/report.md --json reports/im2gps3k/report.json
