@@ -5,7 +5,7 @@
 
 Each run is the real command line (``python -m globeflow.cli predict FOLDER --out results.csv``) in
 a fresh process with ``OMP_NUM_THREADS=--threads``: photos/s over the whole wall time (imports,
-model and encoder loading included) and peak RSS of the process (``ru_maxrss`` of the child).
+model and encoder loading included) and peak RSS of the process (its ``VmHWM``).
 A second, small run (``--small`` photos) gives the fixed start-up cost, so the line also carries the
 steady rate (N − n) / (wall_N − wall_n), and the RSS of both sizes shows whether memory stays flat.
 ``--baseline REV`` runs the same at another git revision (its ``src/`` extracted with ``git
@@ -47,10 +47,14 @@ def photo_folder(source: Path, n: int, tmp: Path) -> Path:
     return folder
 
 
-# the CLI's own entry point; at exit the process writes its peak RSS (its own ru_maxrss) to stderr
-_CHILD = ("import atexit, resource, sys\n"
-          "atexit.register(lambda: sys.stderr.write("
-          "f'\\nPEAK_RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'))\n"
+# the CLI's own entry point; at exit the process writes its peak RSS to stderr: VmHWM of its own
+# address space (ru_maxrss is carried across exec, so it would report the parent's size when a big
+# benchmark process starts this one)
+_CHILD = ("import atexit, sys\n"
+          "def _peak():\n"
+          "    hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
+          "    sys.stderr.write(f'\\nPEAK_RSS_KB {hwm[0]}\\n')\n"
+          "atexit.register(_peak)\n"
           "from globeflow.cli import main\nsys.exit(main())")
 
 

@@ -50,7 +50,7 @@ def write_captions(n: int, path: Path) -> int:
     return len(rows)
 
 
-def stages(texts: list[str], model: str | None) -> dict:
+def stages(texts: list[str], model: str | None, precision: str = "auto") -> dict:
     """Seconds per part of Geolocator.predict on one batch of ``texts`` (default settings)."""
     from globeflow.geolocator import Geolocator
     from globeflow.prediction import summarize
@@ -62,10 +62,10 @@ def stages(texts: list[str], model: str | None) -> dict:
     out["embed_s"], t = time.perf_counter() - t, time.perf_counter()
     k = geo.default_samples  # predict's default: the count the model was calibrated with
     out["samples"] = k
-    samples, lp = geo.sample(emb, k, steps=32, seed=0, return_log_prob=True)
+    samples, lp = geo.sample(emb, k, steps=32, seed=0, return_log_prob=True, precision=precision)
     out["sample_with_log_prob_s"], t = time.perf_counter() - t, time.perf_counter()
     if geo.separate_best_guess(None):
-        geo.point_estimate(emb, k, steps=32, seed=0)
+        geo.point_estimate(emb, k, steps=32, seed=0, precision=precision)
     out["best_guess_pass_s"], t = time.perf_counter() - t, time.perf_counter()
     for i in range(len(texts)):
         summarize(samples[i].numpy(), lp[i].numpy(), model=geo.model_id, encoder="minilm-l6",
@@ -81,11 +81,13 @@ def main() -> None:
     p.add_argument("--model", default=None, help="model folder (default: the shipped text model)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--stages", type=int, default=0, help="also time the parts of one batch of this many captions")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="predict's --precision (default auto, predict's own default)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from globeflow.cli import main as cli
 
-    result: dict = {"bench": "predict --texts", "cpu": cpu_model(), "threads": args.threads,
+    result: dict = {"bench": "predict --texts", "cpu": cpu_model(), "threads": args.threads, "precision": args.precision,
                     "load_avg_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "captions.csv"
@@ -94,9 +96,9 @@ def main() -> None:
             with open(src, newline="", encoding="utf-8") as f:
                 from globeflow.data.sources import text_of
                 texts = [text_of(r, COLUMNS) for _, r in zip(range(args.stages), csv.DictReader(f))]
-            result["stages"] = stages(texts, args.model)
+            result["stages"] = stages(texts, args.model, args.precision)
         argv = ["predict", "--texts", str(src), "--text-columns", ",".join(COLUMNS), "--out", str(Path(tmp) / "p.csv"),
-                "--no-progress"] + (["--model", args.model] if args.model else [])
+                "--no-progress", "--precision", args.precision] + (["--model", args.model] if args.model else [])
         t0, c0 = time.perf_counter(), time.process_time()
         status = cli(argv)
         wall = time.perf_counter() - t0

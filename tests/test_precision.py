@@ -78,3 +78,34 @@ def test_a_float64_network_ignores_bf16():
     a = geo.sample(emb, 16, steps=4, seed=0, return_xyz=True, precision="bf16")
     b = geo.sample(emb, 16, steps=4, seed=0, return_xyz=True)
     assert a.dtype == torch.float64 and torch.equal(a, b)
+
+
+def test_bf16_tangents_are_close_to_fp32_and_not_equal(net):
+    mod = net.modulation(torch.randn(4, 16), torch.rand(4))[:, None]
+    y = sphere.uniform((4, 32), generator=torch.Generator().manual_seed(3))
+    tangents = torch.stack(sphere.tangent_basis(y), dim=-2)
+    with torch.no_grad():
+        (v, jt), (vb, jtb) = net.apply_jvp(y, tangents, mod), net.apply_jvp(y, tangents, mod, bf16=True)
+    assert vb.dtype == jtb.dtype == torch.float32 and jtb.shape == jt.shape == (4, 32, 2, 3)
+    assert torch.allclose(vb, net.apply_bf16(y, mod), atol=1e-6)  # the same point path as sampling's
+    rel = float((jtb - jt).abs().max() / jt.abs().max())
+    assert 0 < rel < 2e-2
+
+
+def test_bf16_sample_log_probs_stay_within_hundredths_of_a_nat():
+    geo = Geolocator.from_pretrained(MODELS / "rfm_hemisphere")
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    _, fp32 = geo.sample(emb, 256, steps=16, seed=0, return_log_prob=True)
+    _, bf16 = geo.sample(emb, 256, steps=16, seed=0, return_log_prob=True, precision="bf16")
+    diff = (bf16 - fp32).abs()
+    assert float(diff.max()) > 0 and float(diff.mean()) < 0.02
+
+
+def test_predict_defaults_to_auto_precision():
+    geo = Geolocator.from_pretrained(MODELS / "rfm_hemisphere")
+    emb = torch.tensor([[1.0, 0.0]])
+    chosen = precision.resolve_precision("auto", "cpu")
+    default, same = geo.predict(emb, num_samples=32, steps=8), geo.predict(emb, num_samples=32, steps=8, precision=chosen)
+    other = geo.predict(emb, num_samples=32, steps=8, precision="fp32" if chosen == "bf16" else "bf16")
+    assert default[0].best_guess == same[0].best_guess and (default[0].log_prob == same[0].log_prob).all()
+    assert not (default[0].log_prob == other[0].log_prob).all()

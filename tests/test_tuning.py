@@ -78,7 +78,8 @@ def test_best_guess_rule_and_weight_of_highest_held_out_geoscore_are_written_and
     # predictions report the chosen rule's pick; a separate weight draws its own samples
     geo = Geolocator(geo.net, dataclasses.replace(geo.info, best_guess="geoscore", best_guess_cfg=-1.0))
     pred = geo.predict(emb[:2].numpy(), num_samples=64, steps=8, seed=0)
-    assert np.allclose([p.best_guess for p in pred], geo.point_estimate(emb[:2], 64, steps=8, seed=0).numpy(), atol=1e-5)
+    guess = geo.point_estimate(emb[:2], 64, steps=8, seed=0, precision="auto").numpy()  # predict's precision
+    assert np.allclose([p.best_guess for p in pred], guess, atol=1e-5)
     own = [p.samples[best_guess_index(p.samples, p.log_prob, "geoscore")] for p in pred]
     assert not np.allclose([p.best_guess for p in pred], own, atol=1e-3)
     explicit = geo.predict(emb[:2].numpy(), num_samples=64, steps=8, seed=0, cfg=0.0)  # cfg given: one set

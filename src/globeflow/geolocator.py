@@ -136,7 +136,9 @@ class Geolocator:
         precision: ``fp32`` (default: the official arithmetic), ``bf16`` or ``auto`` (bf16 where the
         hardware has it natively) for the network's block matmuls: same distribution, ~3× faster
         sampling on CPUs with AMX, single samples differ by up to a few km (:mod:`globeflow.precision`).
-        ``return_log_prob`` with an ``rfm`` model always runs in float32.
+        With ``return_log_prob`` an ``rfm`` model's tangent derivatives use the same arithmetic (bf16:
+        log-densities within ~0.005 nats of float32 on average); densities of given points
+        (:meth:`log_prob`) always run in float32 or wider.
         """
         cfg = self._cfg(cfg)
         emb = self._embeddings(embeddings)
@@ -297,18 +299,21 @@ class Geolocator:
         return lp.mean(dim=1) / (4 * math.pi * math.log(2))
 
     def point_estimate(self, embeddings, num_samples: int = 32, *, steps: int = 32, cfg: float | None = None,
-                       seed: int | Sequence[int] | None = 0, rule: str | None = None) -> Tensor:
+                       seed: int | Sequence[int] | None = 0, rule: str | None = None,
+                       precision: str = "fp32") -> Tensor:
         """Best of N samples for each embedding, (M, 2) degrees, picked by ``rule`` (None = the model's
         ``best_guess``; see :func:`globeflow.prediction.best_guess_index`) among samples drawn at
-        guidance ``cfg`` (None = the model's ``best_guess_cfg``, or ``default_cfg`` when it has none)."""
+        guidance ``cfg`` (None = the model's ``best_guess_cfg``, or ``default_cfg`` when it has none).
+        precision: as in :meth:`sample`."""
         from globeflow.prediction import best_guesses
 
         rule = rule or self.info.best_guess
         w = cfg if cfg is not None else self.info.best_guess_cfg
         if rule == "density":
-            latlon, lp = self.sample(embeddings, num_samples, steps=steps, cfg=w, seed=seed, return_log_prob=True)
+            latlon, lp = self.sample(embeddings, num_samples, steps=steps, cfg=w, seed=seed, return_log_prob=True,
+                                     precision=precision)
         else:  # the geoscore rule needs no densities: plain sampling is several times cheaper
-            latlon = self.sample(embeddings, num_samples, steps=steps, cfg=w, seed=seed)
+            latlon = self.sample(embeddings, num_samples, steps=steps, cfg=w, seed=seed, precision=precision)
             lp = torch.zeros(latlon.shape[:2])
         return torch.from_numpy(best_guesses(latlon.double().cpu().numpy(), lp.double().cpu().numpy(), rule)).to(latlon)
 
@@ -342,7 +347,7 @@ class Geolocator:
 
     def predict(self, inputs=None, *, texts: Sequence[str] | None = None, num_samples: int | None = None,
                 cfg: float | None = None, steps: int = 32, seed: int | Sequence[int] | None = 0, top_k: int = 5,
-                ids: Sequence[str] | None = None, truths=None) -> list:
+                ids: Sequence[str] | None = None, truths=None, precision: str = "auto") -> list:
         """Where was each input taken? One :class:`globeflow.prediction.Prediction` per input.
 
         Exactly one of ``inputs`` (paths, PIL images, or precomputed embeddings (N, D); one or many)
@@ -351,6 +356,9 @@ class Geolocator:
         come from ``num_samples`` samples (None = :attr:`default_samples`) at ``cfg`` (None = ``default_cfg``); the best guess is picked
         by the model's ``best_guess`` rule from them, or, when ``cfg`` is None and the model has its
         own ``best_guess_cfg``, from ``num_samples`` further samples at that weight.
+        precision: as in :meth:`sample`; ``auto`` (default here) runs the network's block matmuls, and
+        the samples' log-densities, in bfloat16 where the hardware has it natively (Intel AMX, AMD
+        Zen 4): the same calibrated regions and GeoScore (``docs/performance.md``), ~2× faster.
         """
         from globeflow.prediction import summarize
 
@@ -366,10 +374,12 @@ class Geolocator:
                              f"load a {wanted} model (e.g. Geolocator.from_pretrained(modality='{wanted}'))")
         emb = np.atleast_2d(np.asarray(items, dtype=np.float32)) if is_embedding else self.embed(list(items))
         num_samples = self.default_samples if num_samples is None else int(num_samples)
-        samples, log_prob = self.sample(emb, num_samples, steps=steps, cfg=cfg, seed=seed, return_log_prob=True)
+        samples, log_prob = self.sample(emb, num_samples, steps=steps, cfg=cfg, seed=seed, return_log_prob=True,
+                                        precision=precision)
         points = [None] * len(emb)
         if self.separate_best_guess(cfg):
-            points = self.point_estimate(emb, num_samples, steps=steps, seed=seed).double().cpu().numpy()
+            points = self.point_estimate(emb, num_samples, steps=steps, seed=seed,
+                                         precision=precision).double().cpu().numpy()
         names = list(ids) if ids is not None else [
             None if is_embedding else (str(x) if isinstance(x, (str, os.PathLike)) else None) for x in
             (items if not is_embedding else range(len(emb)))]

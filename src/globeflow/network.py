@@ -201,26 +201,30 @@ class Denoiser(nn.Module):
         s, b = final.chunk(2, dim=-1)
         return self.final_linear((1 + s) * F.layer_norm(h, (d,)) + b)
 
-    def apply_jvp(self, y: Tensor, tangents: Tensor, mod: Tensor) -> tuple[Tensor, Tensor]:
+    def apply_jvp(self, y: Tensor, tangents: Tensor, mod: Tensor, bf16: bool = False) -> tuple[Tensor, Tensor]:
         """Point path and its forward-mode derivatives (hand-written, no autograd).
 
         y (..., 3); tangents (..., T, 3) directions; ``mod`` broadcastable to (..., P).
         Returns the output (..., 3) and the directional derivatives J·tangents (..., T, 3).
+        ``bf16``: the blocks' matmuls (values and tangents) in bfloat16 with float32 accumulation, as
+        :meth:`apply_bf16`; residual streams, LayerNorms and the outer layers stay float32.
         """
         *per_block, final = self.split_modulation(mod)
         h = self.initial_mapper(y)
         dh = tangents @ self.initial_mapper.weight.T
-        for block, m in zip(self.blocks, per_block):
+        low = (lambda t: t.to(torch.bfloat16)) if bf16 else (lambda t: t)
+        weights = self._bf16_block_weights() if bf16 else [
+            (b.mlp[0].weight, b.mlp[0].bias, b.mlp[3].weight, b.mlp[3].bias) for b in self.blocks]
+        for (w1, b1, w2, b2), m in zip(weights, per_block):
             s, b, g = m.chunk(3, dim=-1)
             s_t, g_t = s[..., None, :], g[..., None, :]
             x_hat, dx_hat = _layer_norm_jvp(h, dh)
-            lin1, lin2 = block.mlp[0], block.mlp[3]
-            a = lin1((1 + s) * x_hat + b)
-            da = ((1 + s_t) * dx_hat) @ lin1.weight.T
-            h = h + g * lin2(F.gelu(a))
+            a = F.linear(low((1 + s) * x_hat + b), w1, b1)
+            da = low((1 + s_t) * dx_hat) @ w1.T
+            h = h + g * F.linear(F.gelu(a), w2, b2)
             # GELU'(a)·da in one fused kernel (GELU's backward: the derivative is elementwise)
             dgelu = torch.ops.aten.gelu_backward(da, a[..., None, :].expand(da.shape))
-            dh = dh + g_t * (dgelu @ lin2.weight.T)
+            dh = dh + g_t * (dgelu @ w2.T)
         s, b = final.chunk(2, dim=-1)
         s_t = s[..., None, :]
         x_hat, dx_hat = _layer_norm_jvp(h, dh)

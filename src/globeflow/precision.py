@@ -5,8 +5,11 @@
 - ``bf16``: each block's two matmuls in bfloat16 with float32 accumulation
   (:meth:`globeflow.network.Denoiser.apply_bf16`); same distribution (10,000-per-side energy
   test against the official 250-step float32 samples, ``benchmarks/bench_vs_official.py``), but
-  single samples move by up to a few km. Used by sampling only: densities, and the per-sample
-  log-densities of ``sample(..., return_log_prob=True)``, always run in float32 or wider.
+  single samples move by up to a few km. Used by sampling, including the along-trajectory
+  log-densities of ``sample(..., return_log_prob=True)`` (their tangent matmuls in bf16 too: within
+  ~0.005 nats of float32 on average, the same calibrated regions and best guesses,
+  ``benchmarks/bench_predict_precision.py``); densities of given points (``log_prob``: NLL, maps)
+  always run in float32 or wider. ``predict`` (API, CLI, web) defaults to ``auto``; ``sample`` to ``fp32``.
 - ``auto``: ``bf16`` where the hardware computes it natively and it measured faster, else ``fp32``:
   on a CPU with ``amx_bf16`` or ``avx512_bf16`` (Intel Sapphire Rapids and later, AMD Zen 4 and
   later) whose bf16 matmul at the point path's shape runs ≥ 1.3× the float32 one (measured once

@@ -53,8 +53,9 @@ class Field:
     emb: (M, C); cfg: guidance weight w ≥ −1 in v = (1 + w)·v_cond − w·v_uncond: 0 = the conditional
     field (1 network call), w > 0 sharpens, −1 < w < 0 shrinks towards the unconditional prior, and
     −1 is the prior alone (1 network call, the null condition).
-    precision: ``fp32`` | ``bf16`` | ``auto`` arithmetic of the point path in :meth:`__call__`
-    (:mod:`globeflow.precision`); :meth:`directional` (log-densities) always runs in the network's dtype.
+    precision: ``fp32`` | ``bf16`` | ``auto`` arithmetic of the blocks' matmuls in :meth:`__call__` and
+    :meth:`directional` (:mod:`globeflow.precision`); densities of given points (:mod:`globeflow.density`)
+    build their fields with the default ``fp32``.
     """
 
     def __init__(self, net: Denoiser, emb: Tensor, cfg: float = 0.0, precision: str = "fp32") -> None:
@@ -97,9 +98,10 @@ class Field:
         mod_c, mod_u = self.modulations(gamma)
         dtype = mod_c.dtype
         xs, ts = x.to(dtype), tangents.to(dtype)
-        v, jt = self.net.apply_jvp(xs, ts, mod_c[:, None])
+        bf16 = self.precision == "bf16"
+        v, jt = self.net.apply_jvp(xs, ts, mod_c[:, None], bf16=bf16)
         if mod_u is not None:
-            vu, jtu = self.net.apply_jvp(xs, ts, mod_u[:, None])
+            vu, jtu = self.net.apply_jvp(xs, ts, mod_u[:, None], bf16=bf16)
             v, jt = (1 + self.cfg) * v - self.cfg * vu, (1 + self.cfg) * jt - self.cfg * jtu
         return v.to(x.dtype), jt.to(x.dtype)
 
