@@ -267,15 +267,15 @@ def find_modes(samples_deg: np.ndarray, *, kernel_km: float = 150.0, top_k: int 
     else:  # nearest seed by largest dot product, in chunks to bound memory
         labels = np.concatenate([seed_labels[np.argmax(chunk @ x[seed_idx].T, axis=1)]
                                  for chunk in np.array_split(x, max(1, len(x) // 4096))])
-    modes = []
+    counts = np.bincount(labels, minlength=len(reps))
+    order = np.argsort(-counts, kind="stable")  # by decreasing basin mass; radii only for the kept ones
     rep_deg = _to_latlon(reps)
-    for g in range(len(reps)):
-        members = labels == g
-        dist = EARTH_RADIUS_KM * _angles(reps[g : g + 1], x[members])[0]
-        modes.append(Mode(float(rep_deg[g, 0]), float(rep_deg[g, 1]), float(members.mean()),
+    modes = []
+    for g in order[:top_k] if top_k else order:
+        dist = EARTH_RADIUS_KM * _angles(reps[g : g + 1], x[labels == g])[0]
+        modes.append(Mode(float(rep_deg[g, 0]), float(rep_deg[g, 1]), float(counts[g] / len(x)),
                           float(np.median(dist))))
-    modes.sort(key=lambda m: -m.mass)
-    return modes[:top_k] if top_k else modes
+    return modes
 
 
 def best_guess_index(samples_deg: np.ndarray, log_prob: np.ndarray, rule: str = "density") -> int:
