@@ -46,6 +46,18 @@ def _layer_norm_jvp(h: Tensor, dh: Tensor, eps: float = 1e-5) -> tuple[Tensor, T
     return x_hat, dx_hat
 
 
+def _gelu_jvp(a: Tensor, da: Tensor) -> Tensor:
+    """GELU'(a)·da for a (..., F) and tangents da (..., T, F); GELU's derivative is elementwise.
+
+    float32: GELU's fused backward kernel over the broadcast ``a`` (one pass). bfloat16: that kernel
+    is ~1.7× slower on a broadcast operand on CPUs, so the slope GELU'(a) is computed once per point
+    and multiplied into the T tangents (apply_jvp 1.22× faster in bf16 on the text model's shape).
+    """
+    if a.dtype == torch.bfloat16:
+        return da * torch.ops.aten.gelu_backward(torch.ones_like(a), a)[..., None, :]
+    return torch.ops.aten.gelu_backward(da, a[..., None, :].expand(da.shape))
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     """Constructor arguments, stored verbatim as the official ``config.json``."""
@@ -222,9 +234,7 @@ class Denoiser(nn.Module):
             a = F.linear(low((1 + s) * x_hat + b), w1, b1)
             da = low((1 + s_t) * dx_hat) @ w1.T
             h = h + g * F.linear(F.gelu(a), w2, b2)
-            # GELU'(a)·da in one fused kernel (GELU's backward: the derivative is elementwise)
-            dgelu = torch.ops.aten.gelu_backward(da, a[..., None, :].expand(da.shape))
-            dh = dh + g_t * (dgelu @ w2.T)
+            dh = dh + g_t * (_gelu_jvp(a, da) @ w2.T)
         s, b = final.chunk(2, dim=-1)
         s_t = s[..., None, :]
         x_hat, dx_hat = _layer_norm_jvp(h, dh)
