@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from globeflow.precision import PRECISIONS
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CAPTIONS = SHARED / "yfcc4k_text" / "captions.csv"
 COLUMNS = ("TITLE", "DESCRIPTION", "TAGS")
@@ -81,7 +83,7 @@ def main() -> None:
     p.add_argument("--model", default=None, help="model folder (default: the shipped text model)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--stages", type=int, default=0, help="also time the parts of one batch of this many captions")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="predict's --precision (default auto, predict's own default)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

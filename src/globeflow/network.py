@@ -177,14 +177,18 @@ class Denoiser(nn.Module):
         s, b = final.chunk(2, dim=-1)
         return self.final_linear((1 + s) * F.layer_norm(h, (d,)) + b)
 
-    def _bf16_block_weights(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
-        """bf16 copies of every block's two MLP layers (w1, b1, w2, b2), cached until a weight changes.
+    def _block_weights(self, bf16: bool = False) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """Every block's two MLP layers (w1, b1, w2, b2): the parameters, or with ``bf16`` their
+        bfloat16 copies, cached until a weight changes.
 
         The cache key is each weight's storage address and in-place version counter, so training
         steps, ``load_state_dict`` and ``.to(device)`` all invalidate it.
         """
-        params = [p for block in self.blocks for p in (block.mlp[0].weight, block.mlp[0].bias,
-                                                        block.mlp[3].weight, block.mlp[3].bias)]
+        layers = [(block.mlp[0].weight, block.mlp[0].bias, block.mlp[3].weight, block.mlp[3].bias)
+                  for block in self.blocks]
+        if not bf16:
+            return layers
+        params = [p for layer in layers for p in layer]
         key = tuple((p.data_ptr(), p._version, p.device) for p in params)
         cache = self.__dict__.get("_bf16_cache")
         if cache is None or cache[0] != key:
@@ -206,7 +210,7 @@ class Denoiser(nn.Module):
         d = self.config.dim
         *per_block, final = self.split_modulation(mod)
         h = self.initial_mapper(y)
-        for (w1, b1, w2, b2), m in zip(self._bf16_block_weights(), per_block):
+        for (w1, b1, w2, b2), m in zip(self._block_weights(bf16=True), per_block):
             s, b, g = m.chunk(3, dim=-1)
             a = ((1 + s) * F.layer_norm(h, (d,)) + b).to(torch.bfloat16)
             h = h + g * F.linear(F.gelu(F.linear(a, w1, b1)), w2, b2)
@@ -225,9 +229,7 @@ class Denoiser(nn.Module):
         h = self.initial_mapper(y)
         dh = tangents @ self.initial_mapper.weight.T
         low = (lambda t: t.to(torch.bfloat16)) if bf16 else (lambda t: t)
-        weights = self._bf16_block_weights() if bf16 else [
-            (b.mlp[0].weight, b.mlp[0].bias, b.mlp[3].weight, b.mlp[3].bias) for b in self.blocks]
-        for (w1, b1, w2, b2), m in zip(weights, per_block):
+        for (w1, b1, w2, b2), m in zip(self._block_weights(bf16), per_block):
             s, b, g = m.chunk(3, dim=-1)
             s_t, g_t = s[..., None, :], g[..., None, :]
             x_hat, dx_hat = _layer_norm_jvp(h, dh)

@@ -50,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg", type=float, default=None,
                    help="guidance weight w ≥ −1 (default: the model's own; 0 for the official models)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    # globeflow.precision.PRECISIONS, spelled out: commands import no torch until they run (fast --help)
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
                    help="network arithmetic: auto (default) = bfloat16 matmuls where the CPU/GPU has them "
                         "natively (same calibrated answers, ~2x faster), else float32; fp32 = the official")
     p.add_argument("--batch-size", type=int, default=16, help="inputs embedded per batch (default 16)")
