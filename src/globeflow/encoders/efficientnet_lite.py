@@ -213,6 +213,12 @@ class EfficientNetLite0Encoder(Encoder):
         self.device = device
         self.model = load_model(device)
 
+    @property
+    def batch_size(self) -> int:
+        """Photos per forward pass: small batches stay in a CPU core's cache (AMD EPYC, 2 threads, 256
+        Im2GPS3k photos: 9–11 ms per photo at 4–8 against 11–17 ms at 16–64; features bit-identical)."""
+        return 8 if str(self.device) == "cpu" else 64
+
     def _batch(self, items: Sequence[Image.Image]) -> torch.Tensor:
         batch = torch.stack([preprocess(im) for im in items]).to(self.device)
         return batch.contiguous(memory_format=torch.channels_last)

@@ -62,7 +62,7 @@ class MiniLMEncoder(Encoder):
         self.tokenizer = AutoTokenizer.from_pretrained(str(root), local_files_only=True)
         self.model = BertModel.from_pretrained(str(root), local_files_only=True).eval().to(device)
 
-    def embed(self, items: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+    def embed(self, items: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """Embed strings → float32 (N, 384), unit norm; batches are formed by length to cut padding."""
         order = np.argsort([len(s) for s in items], kind="stable")
         out = np.empty((len(items), self.dim), dtype=np.float32)
