@@ -6,8 +6,8 @@ The `+prior` models of the Im2GPS3k report train on 100,000 MP-16 locations; `ce
 on NLL because its quadtree resolves the sub-km clusters of Flickr photo locations. This fits
 the prior rows alone and scores every labelled Im2GPS3k location (2,287; no conditioning, so no
 photographer split is needed): the quadtree histogram that `cells+prior` starts from (≤ 50 rows
-per cell, 1e-3 uniform mixture, as the baseline) against unconditional rfm networks of growing
-training budget and width. Results: docs/evaluation.md ("Extra unconditional rows").
+per cell, 0.5 pseudo-rows per cell, 1e-3 uniform mixture) against unconditional rfm networks of
+growing training budget and width. Results: docs/evaluation.md ("Extra unconditional rows").
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from globeflow import training as T
-from globeflow.baselines.cells import _canonical, assign_cells, build_quadtree, cell_area_sr
+from globeflow.baselines.cells import _canonical, assign_cells, build_quadtree, cell_area_sr, cell_log_prior
 from globeflow.checkpoints import ModelInfo
 from globeflow.evaluation import MP16, load_prior_rows
 from globeflow.geolocator import Geolocator
@@ -36,9 +36,8 @@ EPSILON = 1e-3
 def histogram_nll(prior: np.ndarray, test: np.ndarray) -> tuple[int, float]:
     """Quadtree histogram of ``prior`` (P, 2) degrees scored at ``test`` (N, 2): (cells, mean NLL nats/sr)."""
     cells = build_quadtree(_canonical(prior), 50)
-    count = np.bincount(assign_cells(cells, prior), minlength=len(cells))
     idx = assign_cells(cells, test)
-    lp = np.log(np.maximum(count[idx], 1e-300) / len(prior)) - np.log(cell_area_sr(cells)[idx])
+    lp = cell_log_prior(assign_cells(cells, prior), len(cells)).numpy()[idx] - np.log(cell_area_sr(cells)[idx])
     lp = np.logaddexp(np.log1p(-EPSILON) + lp, np.log(EPSILON / (4 * np.pi)))
     return len(cells), float(-lp.mean())
 

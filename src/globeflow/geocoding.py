@@ -32,10 +32,9 @@ class Place:
 
 @dataclass(frozen=True)
 class _Table:
-    """The GeoNames rows: (P, 2) degrees, their K-D tree, and (P,) string columns."""
+    """The GeoNames rows: a K-D tree over their (P, 2) degrees and their (P,) string columns."""
 
-    latlon: np.ndarray
-    tree: object  # scipy.spatial.cKDTree over latlon
+    tree: object  # scipy.spatial.cKDTree over (lat, lon) degrees
     strings: dict[str, np.ndarray]
 
 
@@ -60,7 +59,7 @@ def _table() -> _Table:
         column_types={"lat": pa.float64(), "lon": pa.float64(), **{c: pa.string() for c in strings}},
         null_values=[], strings_can_be_null=False, include_columns=list(COLUMNS)))  # "NA" is Namibia, not null
     latlon = np.stack([table["lat"].to_numpy(), table["lon"].to_numpy()], axis=1)
-    return _Table(latlon, cKDTree(latlon), {c: np.asarray(table[c].to_pylist(), dtype=object) for c in strings})
+    return _Table(cKDTree(latlon), {c: np.asarray(table[c].to_pylist(), dtype=object) for c in strings})
 
 
 def reverse_geocode(latlon_deg: np.ndarray) -> list[Place]:
