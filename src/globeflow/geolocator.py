@@ -334,16 +334,19 @@ class Geolocator:
             self._encoder = get_encoder(self.info.encoder, device=str(self.device), source=self.encoder_source)
         return self._encoder
 
-    def embed(self, inputs: Sequence) -> np.ndarray:
-        """Paths or PIL images (image models) or strings (text models) → (N, D) float32 embeddings."""
+    def embed(self, inputs: Sequence, precision: str = "fp32") -> np.ndarray:
+        """Paths or PIL images (image models) or strings (text models) → (N, D) float32 embeddings.
+
+        precision: as in :meth:`globeflow.encoders.base.Encoder.embed` (``fp32`` by default).
+        """
         if self.info.modality == "text":
-            return self.encoder.embed([str(t) for t in inputs])
+            return self.encoder.embed([str(t) for t in inputs], precision=precision)
         from PIL import Image
 
         from globeflow.data.images import load_image, to_rgb
 
         images = [to_rgb(x) if isinstance(x, Image.Image) else load_image(x) for x in inputs]
-        return self.encoder.embed(images)
+        return self.encoder.embed(images, precision=precision)
 
     def predict(self, inputs=None, *, texts: Sequence[str] | None = None, num_samples: int | None = None,
                 cfg: float | None = None, steps: int = 32, seed: int | Sequence[int] | None = 0, top_k: int = 5,
@@ -358,7 +361,8 @@ class Geolocator:
         own ``best_guess_cfg``, from ``num_samples`` further samples at that weight.
         precision: as in :meth:`sample`; ``auto`` (default here) runs the network's block matmuls, and
         the samples' log-densities, in bfloat16 where the hardware has it natively (Intel AMX, AMD
-        Zen 4): the same calibrated regions and GeoScore (``docs/performance.md``), ~2× faster.
+        Zen 4): the same calibrated regions and GeoScore (``docs/performance.md``), ~2× faster; the
+        encoder too when it is ``bf16_checked`` (the two shipped offline encoders).
         """
         from globeflow.prediction import summarize
 
@@ -372,7 +376,8 @@ class Geolocator:
         if not is_embedding and wanted != self.info.modality:
             raise ValueError(f"model {self.model_id} geolocates {self.info.modality} inputs, not {wanted}; "
                              f"load a {wanted} model (e.g. Geolocator.from_pretrained(modality='{wanted}'))")
-        emb = np.atleast_2d(np.asarray(items, dtype=np.float32)) if is_embedding else self.embed(list(items))
+        emb = (np.atleast_2d(np.asarray(items, dtype=np.float32)) if is_embedding
+               else self.embed(list(items), precision=precision))
         num_samples = self.default_samples if num_samples is None else int(num_samples)
         samples, log_prob = self.sample(emb, num_samples, steps=steps, cfg=cfg, seed=seed, return_log_prob=True,
                                         precision=precision)

@@ -52,8 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     # globeflow.precision.PRECISIONS, spelled out: commands import no torch until they run (fast --help)
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
-                   help="network arithmetic: auto (default) = bfloat16 matmuls where the CPU/GPU has them "
-                        "natively (same calibrated answers, ~2x faster), else float32; fp32 = the official")
+                   help="network arithmetic: auto (default) = bfloat16 matmuls (sampler and the shipped encoders) "
+                        "where the CPU/GPU has them natively (same calibrated answers, ~2x faster), else "
+                        "float32; fp32 = the official")
     p.add_argument("--batch-size", type=int, default=16, help="inputs embedded per batch (default 16)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -144,14 +145,14 @@ def _usage_error(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _embed_batch(geo, inputs: Inputs, start: int, stop: int):
+def _embed_batch(geo, inputs: Inputs, start: int, stop: int, precision: str):
     """Embeddings of inputs[start:stop] that load; returns (indices, embeddings) and records the skipped."""
     import numpy as np
 
     from globeflow.data.images import BadImage, load_image
 
     if geo.info.modality == "text":
-        return list(range(start, stop)), geo.embed(inputs.items[start:stop])
+        return list(range(start, stop)), geo.embed(inputs.items[start:stop], precision=precision)
     keep, images = [], []
     for i in range(start, stop):
         try:
@@ -161,7 +162,7 @@ def _embed_batch(geo, inputs: Inputs, start: int, stop: int):
             inputs.skipped.append((inputs.names[i], err.reason))
     if not images:
         return [], np.zeros((0, 0), dtype=np.float32)
-    return keep, geo.encoder.embed(images)
+    return keep, geo.encoder.embed(images, precision=precision)
 
 
 def _predict_all(geo, inputs: Inputs, args: argparse.Namespace) -> list:
@@ -171,7 +172,7 @@ def _predict_all(geo, inputs: Inputs, args: argparse.Namespace) -> list:
     bar = tqdm(total=len(inputs.items), disable=args.no_progress, desc="predict", unit="input")
     for start in range(0, len(inputs.items), args.batch_size):
         stop = min(start + args.batch_size, len(inputs.items))
-        keep, emb = _embed_batch(geo, inputs, start, stop)
+        keep, emb = _embed_batch(geo, inputs, start, stop, args.precision)
         if keep:
             preds = geo.predict(emb, num_samples=args.samples, cfg=args.cfg, steps=args.steps, seed=args.seed,
                                 ids=[inputs.names[i] for i in keep], precision=args.precision)

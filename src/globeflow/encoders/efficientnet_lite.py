@@ -208,6 +208,9 @@ class EfficientNetLite0Encoder(Encoder):
     version = f"tf-crop224-bicubic-m127s128/{PTH_SHA256[:8]}"
     dim = 1280
     modality = "image"
+    # bf16 autocast, the default model's 400 held-out photos (2026-12-06, AMD EPYC): features within
+    # 5.5 % of float32, 4.8 against 9.9 ms per photo; GeoScore 1,465.5 vs 1,463.8, coverage 0.89 both
+    bf16_checked = True
 
     def __init__(self, device: str = "cpu") -> None:
         self.device = device
