@@ -6,9 +6,9 @@
 Runs the CLI in-process (`predict --texts CSV --text-columns TITLE,DESCRIPTION,TAGS`, default samples,
 steps, guidance and best-guess rule) on the first ``n`` captions that have text, and reports texts/s and
 the process's peak resident memory (ru_maxrss). ``--stages`` times the parts of one batch of that many
-captions separately (embedding, sampling with log-densities, the best guess's own sampling pass,
-summaries), the profile behind the total. CPU model and load average go into the line: figures taken
-under load are lower bounds.
+captions separately (MiniLM in predict's precision, sampling with log-densities, the best guess's own
+sampling pass, summaries), the profile behind the total. CPU model and load average go into the
+line: figures taken under load are lower bounds.
 """
 
 from __future__ import annotations
@@ -58,16 +58,17 @@ def stages(texts: list[str], model: str | None, precision: str = "auto") -> dict
     from globeflow.prediction import summarize
 
     geo = Geolocator.from_pretrained(model, modality="text") if model else Geolocator.from_pretrained(modality="text")
-    geo.embed(["warm-up"])
+    geo.embed(["warm-up"], precision=precision)
     out, t = {"captions": len(texts)}, time.perf_counter()
-    emb = geo.embed(texts)
+    emb = geo.embed(texts, precision=precision)
     out["embed_s"], t = time.perf_counter() - t, time.perf_counter()
-    k = geo.default_samples  # predict's default: the count the model was calibrated with
-    out["samples"] = k
-    samples, lp = geo.sample(emb, k, steps=32, seed=0, return_log_prob=True, precision=precision)
+    k, steps = geo.default_samples, geo.default_steps  # predict's defaults: what the model was calibrated with
+    k_best, steps_best = geo.best_guess_budget()
+    out.update(samples=k, steps=steps, best_guess_samples=k_best, best_guess_steps=steps_best)
+    samples, lp = geo.sample(emb, k, steps=steps, seed=0, return_log_prob=True, precision=precision)
     out["sample_with_log_prob_s"], t = time.perf_counter() - t, time.perf_counter()
     if geo.separate_best_guess(None):
-        geo.point_estimate(emb, k, steps=32, seed=0, precision=precision)
+        geo.point_estimate(emb, k_best, steps=steps_best, seed=0, precision=precision)
     out["best_guess_pass_s"], t = time.perf_counter() - t, time.perf_counter()
     for i in range(len(texts)):
         summarize(samples[i].numpy(), lp[i].numpy(), model=geo.model_id, encoder="minilm-l6",

@@ -128,19 +128,31 @@ CFG_GRID = (-0.8, -0.6, -0.4, -0.2, 0.0)
 BEST_GUESS_CFG_GRID = (-0.2, 0.0, 0.5, 1.0)  # weights tried for the expected-GeoScore best guess
 
 
-def calibrate(folder: Path, caps: R.Captions, count: int = 0) -> dict:
-    """Choose ``default_cfg`` (lowest NLL over CFG_GRID), then fit split-conformal credible masses and
-    the best-guess rule (highest GeoScore) at it, all on ``caps`` (never training rows; the first
-    ``count`` in a stable random order when count > 0); written to folder/globeflow.json."""
+# what predictions draw by default (measured on the calibration captions, 2026-12-07, AMD EPYC:
+# docs/text.md "Prediction budget"): the regions' 64 samples of 16 steps cost a quarter of 128 × 32
+# and cover as well once calibrated; the best guess's 96 samples of 24 steps score as 128 × 32
+# (+8 GeoScore, 95 % interval [−7, 24] on 1,186 captions) in 63 % of its time
+SAMPLES, SAMPLE_STEPS, BEST_GUESS_SAMPLES, BEST_GUESS_STEPS = 64, 16, 96, 24
+
+
+def calibrate(folder: Path, caps: R.Captions, count: int = 0, samples: int = SAMPLES, steps: int = SAMPLE_STEPS,
+              best_guess_samples: int = BEST_GUESS_SAMPLES, best_guess_steps: int = BEST_GUESS_STEPS) -> dict:
+    """Choose ``default_cfg`` (lowest NLL over CFG_GRID), then fit split-conformal credible masses for
+    ``samples`` own samples of ``steps`` steps and the best-guess rule (highest GeoScore among
+    ``best_guess_samples`` samples of ``best_guess_steps`` steps) at it, all on ``caps`` (never training
+    rows; the first ``count`` in a stable random order when count > 0); written to folder/globeflow.json."""
     if count and count < len(caps):
         caps = caps.select(np.isin(np.arange(len(caps)), np.random.default_rng(0).permutation(len(caps))[:count]))
     emb = torch.from_numpy(embed_cached(list(caps.text), get_encoder("minilm-l6")))
     truth = torch.from_numpy(caps.latlon)
     note = f"NonCommercial/NoDerivs captions of {len(set(caps.author))} authors outside the test split"
     cfg = tuning.choose_default_cfg(folder, emb, truth, CFG_GRID, steps=32, note=note)
-    draws = tuning.own_samples(Geolocator.from_pretrained(folder), emb, samples=128)
-    masses = tuning.fit_credible_masses(folder, emb, truth, note=note, density_steps=32, draws=draws)
-    best = tuning.choose_best_guess(folder, emb, caps.latlon, draws, note=note, grid=BEST_GUESS_CFG_GRID)
+    geo = Geolocator.from_pretrained(folder)
+    masses = tuning.fit_credible_masses(folder, emb, truth, note=note, density_steps=32, steps=steps,
+                                        draws=tuning.own_samples(geo, emb, samples=samples, steps=steps))
+    draws = tuning.own_samples(geo, emb, samples=best_guess_samples, steps=best_guess_steps)
+    best = tuning.choose_best_guess(folder, emb, caps.latlon, draws, note=note, grid=BEST_GUESS_CFG_GRID,
+                                    steps=best_guess_steps)
     return {"default_cfg": cfg, "credible_masses": masses, "best_guess": best}
 
 

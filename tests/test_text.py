@@ -171,7 +171,10 @@ def test_shipped_model_metadata(shipped):
 
     assert shipped.info.encoder == "minilm-l6" and shipped.info.modality == "text"
     assert shipped.model_id == "globeflow/text-minilm-l6" and shipped.net.config.cond_dim == 384
-    assert shipped.default_samples == 128  # the count its credible masses and best-guess rule were fitted with
+    # what its credible masses were fitted with (64 samples of 16 steps), and its best guess's own pass
+    assert (shipped.default_samples, shipped.default_steps) == (64, 16)
+    assert shipped.best_guess_budget() == (96, 24)
+    assert "64 own samples each, 16 steps" in shipped.info.training["credible_masses_fit"]
     size = sum(p.stat().st_size for p in DEFAULT_MODELS["text"].iterdir())
     assert size <= 10 * 2**20
 
@@ -269,3 +272,13 @@ def test_benchmark_scores_the_models_best_guess_and_both_rules():
                    "captions_unseen_users": {"rfm": r}})
     assert "best of 32 samples by highest expected GeoScore under the model among samples at guidance -1" in md
     assert "by highest density, GeoScore" in md
+    # no settings given: as predict draws them (the model's regions budget, its best guess's own pass)
+    lean = Geolocator(base.net, dataclasses.replace(geo.info, default_samples=16, default_steps=4, best_guess_samples=24,
+                                                    best_guess_steps=6))
+    r = evaluate_model(lean, emb, truth)
+    assert r["point"] == point_metrics(lean.point_estimate(torch.from_numpy(emb), 24, steps=6, seed=0).numpy(), truth)
+    md = markdown({"data": {"train_rows": {}, "test_captions": 12, "test_caption_authors": 3,
+                            "unseen_place_names": 0}, "settings": {"samples": None, "steps": None},
+                   "captions_unseen_users": {"rfm": {**r, "samples": 16, "steps": 4, "best_guess_samples": 24,
+                                                     "best_guess_steps": 6}}})
+    assert "from 16 samples of 4 steps, best guess of 24 samples (6 steps) by highest expected GeoScore" in md

@@ -46,11 +46,36 @@ def test_credible_masses_are_fitted_and_stated(tmp_path):
     geo = Geolocator.from_pretrained(folder)
     assert geo.info.credible_masses == masses
     assert "split-conformal on 24 test rows" in geo.info.training["credible_masses_fit"]
-    # predictions default to the sample count the masses were fitted with (512 before: none stated)
-    assert Geolocator.from_pretrained(MODEL).default_samples == 512 and geo.default_samples == 64
-    (pred,) = geo.predict(emb[:1], steps=4)
+    # predictions default to the sample and step counts the masses were fitted with (512 × 32 before: none stated)
+    assert (Geolocator.from_pretrained(MODEL).default_samples, Geolocator.from_pretrained(MODEL).default_steps) == (512, 32)
+    assert (geo.default_samples, geo.default_steps) == (64, 8)
+    (pred,) = geo.predict(emb[:1])
     assert len(pred.samples) == 64
+    samples, _ = geo.sample(emb[:1], 64, steps=8, seed=0, return_log_prob=True, precision="auto")
+    assert np.allclose(pred.samples, samples[0].double().numpy())  # 8 steps, not 32
+    assert not np.allclose(geo.predict(emb[:1], steps=32)[0].samples, pred.samples)
     assert len(geo.predict(emb[:1], num_samples=16, steps=4)[0].samples) == 16
+
+
+def test_a_separate_best_guess_draws_its_own_samples_and_steps(tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(MODEL, folder)
+    tuning._update_meta(folder, default_samples=32, default_steps=4, best_guess="geoscore", best_guess_cfg=-1.0,
+                        best_guess_samples=48)
+    geo = Geolocator.from_pretrained(folder)
+    assert geo.best_guess_budget() == (48, 32)  # no best_guess_steps stated: 32
+    emb, _ = held_out_rows()
+    (pred,) = geo.predict(emb[:1], seed=0)
+    assert len(pred.samples) == 32 and pred.best_guess_source == "separate"
+    expected = geo.point_estimate(emb[:1], 48, steps=32, seed=0, precision="auto")[0].double().numpy()
+    assert np.allclose(pred.best_guess, expected)
+    tuning._update_meta(folder, best_guess_steps=6)
+    geo = Geolocator.from_pretrained(folder)
+    expected = geo.point_estimate(emb[:1], 48, steps=6, seed=0, precision="auto")[0].double().numpy()
+    assert np.allclose(geo.predict(emb[:1], seed=0)[0].best_guess, expected)
+    # settings given by the caller apply to both passes
+    (given,) = geo.predict(emb[:1], seed=0, num_samples=16, steps=4)
+    assert np.allclose(given.best_guess, geo.point_estimate(emb[:1], 16, steps=4, seed=0, precision="auto")[0].double().numpy())
 
 
 def test_best_guess_rule_and_weight_of_highest_held_out_geoscore_are_written_and_used(tmp_path):
@@ -75,6 +100,7 @@ def test_best_guess_rule_and_weight_of_highest_held_out_geoscore_are_written_and
     assert scores[("geoscore", -1.0)] < scores[("geoscore", 0.0)]
     geo = Geolocator.from_pretrained(folder)
     assert geo.info.best_guess == out["rule"] and geo.info.training["best_guess_selection"]["rows"] == 24
+    assert geo.best_guess_budget() == (64, 8)  # the draws it was chosen with
     # predictions report the chosen rule's pick; a separate weight draws its own samples
     geo = Geolocator(geo.net, dataclasses.replace(geo.info, best_guess="geoscore", best_guess_cfg=-1.0))
     pred = geo.predict(emb[:2].numpy(), num_samples=64, steps=8, seed=0)

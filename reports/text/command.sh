@@ -10,7 +10,9 @@
 # Delete reports/text/baselines.json to refit the baselines.
 set -e
 MODEL=${TEXT_REPORT_MODEL:-/tmp/globeflow-text-report-model}
-S="--samples 128 --steps 32 --name-count 200 --threads 1"
+# the model is evaluated as `predict` runs it (its own default samples, steps and best-guess pass);
+# the baselines' regions use 128 samples (BASELINE_SAMPLES)
+S="--name-count 200 --threads 1"
 [ -f reports/text/baselines.json ] || python -m globeflow.text.benchmark --baselines-only $S \
   --baselines retrieval,regression,cells,vmf --out reports/text &
 [ -f "$MODEL/model.safetensors" ] || python scripts/train_text_model.py --split report --steps 12000 --popular-repeat 5 --threads 1 \

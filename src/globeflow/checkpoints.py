@@ -39,6 +39,7 @@ DEFAULT_MODELS = {"image": DEFAULT_MODEL_DIR / "im2gps3k-efficientnet-lite0",
 
 
 DEFAULT_SAMPLES = 512  # samples per input of a prediction when the model states no default_samples
+DEFAULT_STEPS = 32  # sampler steps of a prediction when the model states no default_steps
 
 
 @dataclass(frozen=True)
@@ -63,18 +64,26 @@ class ModelInfo:
     # samples per input that predictions default to: the count the credible masses and the best-guess
     # rule were fitted with (written by globeflow.tuning); None = DEFAULT_SAMPLES
     default_samples: int | None = None
+    # Euler steps of those samples and their log-densities (None = DEFAULT_STEPS), written with the
+    # credible masses fitted at that count; and the samples and steps of a separate best-guess pass
+    # (at best_guess_cfg; None = default_samples, DEFAULT_STEPS), written with the best-guess rule
+    default_steps: int | None = None
+    best_guess_samples: int | None = None
+    best_guess_steps: int | None = None
 
     def to_dict(self) -> dict:
         return {"family": self.family, "schedule": self.schedule, "encoder": self.encoder,
                 "modality": self.modality, "sampler": self.sampler, "model_id": self.model_id,
                 "training": self.training, "default_cfg": self.default_cfg, "credible_masses": self.credible_masses,
                 "best_guess": self.best_guess, "best_guess_cfg": self.best_guess_cfg,
-                "default_samples": self.default_samples}
+                "default_samples": self.default_samples, "default_steps": self.default_steps,
+                "best_guess_samples": self.best_guess_samples, "best_guess_steps": self.best_guess_steps}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelInfo":
         known = {"family", "schedule", "encoder", "modality", "sampler", "model_id", "training", "default_cfg", "credible_masses",
-                 "best_guess", "best_guess_cfg", "default_samples"}
+                 "best_guess", "best_guess_cfg", "default_samples", "default_steps", "best_guess_samples",
+                 "best_guess_steps"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"{METADATA_FILE}: unknown keys {sorted(unknown)}; expected a subset of {sorted(known)}")

@@ -103,6 +103,14 @@ class Geolocator:
 
         return int(self.info.default_samples or DEFAULT_SAMPLES)
 
+    @property
+    def default_steps(self) -> int:
+        """Sampler steps of ``predict``'s samples and log-densities when a call passes ``steps=None``: the
+        count the model's credible masses were fitted with, else ``checkpoints.DEFAULT_STEPS``."""
+        from globeflow.checkpoints import DEFAULT_STEPS
+
+        return int(self.info.default_steps or DEFAULT_STEPS)
+
     def _cfg(self, cfg: float | None) -> float:
         return self.info.default_cfg if cfg is None else float(cfg)
 
@@ -317,6 +325,14 @@ class Geolocator:
             lp = torch.zeros(latlon.shape[:2])
         return torch.from_numpy(best_guesses(latlon.double().cpu().numpy(), lp.double().cpu().numpy(), rule)).to(latlon)
 
+    def best_guess_budget(self, num_samples: int | None = None, steps: int | None = None) -> tuple[int, int]:
+        """(samples, steps) of a separate best-guess pass: the given ones, else the model's
+        ``best_guess_samples`` and ``best_guess_steps`` (None: :attr:`default_samples`, 32)."""
+        from globeflow.checkpoints import DEFAULT_STEPS
+
+        k = num_samples if num_samples is not None else (self.info.best_guess_samples or self.default_samples)
+        return int(k), int(steps if steps is not None else (self.info.best_guess_steps or DEFAULT_STEPS))
+
     def separate_best_guess(self, cfg: float | None) -> bool:
         """Whether predictions draw their best guess at ``best_guess_cfg`` apart from their samples."""
         w = self.info.best_guess_cfg
@@ -349,16 +365,19 @@ class Geolocator:
         return self.encoder.embed(images, precision=precision)
 
     def predict(self, inputs=None, *, texts: Sequence[str] | None = None, num_samples: int | None = None,
-                cfg: float | None = None, steps: int = 32, seed: int | Sequence[int] | None = 0, top_k: int = 5,
-                ids: Sequence[str] | None = None, truths=None, precision: str = "auto") -> list:
+                cfg: float | None = None, steps: int | None = None, seed: int | Sequence[int] | None = 0,
+                top_k: int = 5, ids: Sequence[str] | None = None, truths=None, precision: str = "auto") -> list:
         """Where was each input taken? One :class:`globeflow.prediction.Prediction` per input.
 
         Exactly one of ``inputs`` (paths, PIL images, or precomputed embeddings (N, D); one or many)
         or ``texts`` (strings, for text models). ``truths``: optional (N, 2) degrees carried into
         the results. Samples, modes, 50/90 % credible regions, country probabilities and localizability
-        come from ``num_samples`` samples (None = :attr:`default_samples`) at ``cfg`` (None = ``default_cfg``); the best guess is picked
-        by the model's ``best_guess`` rule from them, or, when ``cfg`` is None and the model has its
-        own ``best_guess_cfg``, from ``num_samples`` further samples at that weight.
+        come from ``num_samples`` samples (None = :attr:`default_samples`) of ``steps`` Euler steps (None =
+        :attr:`default_steps`) at ``cfg`` (None = ``default_cfg``); the best guess is picked by the
+        model's ``best_guess`` rule from them, or, when ``cfg`` is None and the model has its own
+        ``best_guess_cfg``, from further samples at that weight: ``num_samples`` of ``steps`` steps when
+        given, else the model's ``best_guess_samples`` of ``best_guess_steps`` (None: :attr:`default_samples`
+        of 32 steps).
         precision: as in :meth:`sample`; ``auto`` (default here) runs the network's block matmuls, and
         the samples' log-densities, in bfloat16 where the hardware has it natively (Intel AMX, AMD
         Zen 4): the same calibrated regions and GeoScore (``docs/performance.md``), ~2× faster; the
@@ -378,13 +397,13 @@ class Geolocator:
                              f"load a {wanted} model (e.g. Geolocator.from_pretrained(modality='{wanted}'))")
         emb = (np.atleast_2d(np.asarray(items, dtype=np.float32)) if is_embedding
                else self.embed(list(items), precision=precision))
-        num_samples = self.default_samples if num_samples is None else int(num_samples)
-        samples, log_prob = self.sample(emb, num_samples, steps=steps, cfg=cfg, seed=seed, return_log_prob=True,
-                                        precision=precision)
+        k = self.default_samples if num_samples is None else int(num_samples)
+        samples, log_prob = self.sample(emb, k, steps=self.default_steps if steps is None else int(steps), cfg=cfg,
+                                        seed=seed, return_log_prob=True, precision=precision)
         points = [None] * len(emb)
         if self.separate_best_guess(cfg):
-            points = self.point_estimate(emb, num_samples, steps=steps, seed=seed,
-                                         precision=precision).double().cpu().numpy()
+            k_best, s_best = self.best_guess_budget(num_samples, steps)
+            points = self.point_estimate(emb, k_best, steps=s_best, seed=seed, precision=precision).double().cpu().numpy()
         names = list(ids) if ids is not None else [
             None if is_embedding else (str(x) if isinstance(x, (str, os.PathLike)) else None) for x in
             (items if not is_embedding else range(len(emb)))]

@@ -59,14 +59,16 @@ def own_samples(geo: Geolocator, emb: torch.Tensor, samples: int = 128, steps: i
 def fit_credible_masses(folder: Path, emb: torch.Tensor, truth: torch.Tensor, note: str, samples: int = 128,
                         steps: int = 32, density_steps: int = 64, levels=(0.5, 0.9),
                         draws: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
-    """Split-conformal masses {level: HPD mass} on held-out rows, written to folder's globeflow.json.
-    ``draws``: the rows' own samples from :func:`own_samples` (drawn here when None)."""
+    """Split-conformal masses {level: HPD mass} on held-out rows, written to folder's globeflow.json with
+    the ``default_samples`` and ``default_steps`` of predictions they hold for.
+    ``draws``: the rows' own samples from :func:`own_samples` of ``steps`` steps (drawn here when None)."""
     geo = Geolocator.from_pretrained(folder)
     _, lp = draws if draws is not None else own_samples(geo, emb, samples, steps)
     ranks = coverage_ranks(geo.log_prob(emb, truth, steps=density_steps).numpy(), lp)
     masses = conformal_masses(ranks, levels)
     nominal = ", ".join(f"{lv:g}: {float((ranks <= lv).mean()):.3f}" for lv in levels)
-    _update_meta(folder, credible_masses=masses, default_samples=int(lp.shape[1]), training={"credible_masses_fit": (
+    _update_meta(folder, credible_masses=masses, default_samples=int(lp.shape[1]), default_steps=int(steps),
+                 training={"credible_masses_fit": (
         f"split-conformal on {len(ranks)} {note} ({lp.shape[1]} own samples each, {steps} steps); "
         f"nominal coverage there: {nominal}")})
     return masses
@@ -87,8 +89,9 @@ def choose_best_guess(folder: Path, emb: torch.Tensor, truth: np.ndarray, draws:
     on held-out rows, written to folder's globeflow.json as ``best_guess`` and ``best_guess_cfg``.
 
     Candidates: both rules (:data:`globeflow.prediction.BEST_GUESS_RULES`) on the rows' own
-    :func:`own_samples` ``draws`` (default cfg), and the expected-GeoScore rule on as many fresh
-    samples at each further weight of ``grid``. ``truth``: (M, 2) degrees."""
+    :func:`own_samples` ``draws`` (default cfg, ``steps`` steps), and the expected-GeoScore rule on as
+    many fresh samples of ``steps`` steps at each further weight of ``grid``; the draws' sample count
+    and ``steps`` are written too (``best_guess_samples``, ``best_guess_steps``). ``truth``: (M, 2) degrees."""
     geo = Geolocator.from_pretrained(folder)
     latlon, lp = draws
     truth = np.asarray(truth, dtype=np.float64)
@@ -100,7 +103,8 @@ def choose_best_guess(folder: Path, emb: torch.Tensor, truth: np.ndarray, draws:
                   for i in range(0, len(emb), batch)]
         scores[("geoscore", w)] = _mean_geoscore(np.concatenate(points), truth)
     rule, w = max(scores, key=scores.get)
-    _update_meta(folder, best_guess=rule, best_guess_cfg=None if w == geo.default_cfg else w, training={
+    _update_meta(folder, best_guess=rule, best_guess_cfg=None if w == geo.default_cfg else w,
+                 best_guess_samples=int(latlon.shape[1]), best_guess_steps=int(steps), training={
         "best_guess_selection": {"held_out_geoscore": score_labels(scores),
                                  "rows": len(latlon), "samples": latlon.shape[1], "note": note}})
     return {"rule": rule, "cfg": w, "held_out_geoscore": scores}

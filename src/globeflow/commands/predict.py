@@ -44,9 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, metavar="FILE", help="results.csv or results.json")
     p.add_argument("--maps", type=Path, metavar="DIR", help="write one PNG density map per input here")
     p.add_argument("--samples", type=int, default=None,
-                   help="samples per input (default: the count the model's regions were calibrated with, "
-                        "128 for the shipped models; 512 for models that state none)")
-    p.add_argument("--steps", type=int, default=32, help="sampler steps (default 32)")
+                   help="samples per input (default: the count the model's regions were calibrated with: "
+                        "128 for the shipped photo model, 64 for the text model; 512 for models that state none)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps of those samples (default: the count the model's regions were calibrated "
+                        "with: 32, 16 for the text model); given, the best guess's own samples use it too")
     p.add_argument("--cfg", type=float, default=None,
                    help="guidance weight w ≥ −1 (default: the model's own; 0 for the official models)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -23,7 +23,7 @@ import torch
 from scipy.stats import spearmanr
 
 from globeflow.baselines import make_baseline
-from globeflow.checkpoints import load_checkpoint
+from globeflow.checkpoints import DEFAULT_STEPS, load_checkpoint
 from globeflow.encoders import get_encoder
 from globeflow.geolocator import Geolocator
 from globeflow.metrics import calibration, haversine_km, nll_summary, point_metrics
@@ -51,23 +51,32 @@ def separated_modes(samples_deg: np.ndarray, min_mass: float = 0.05, min_km: flo
     return kept
 
 
-def evaluate_model(geo: Geolocator, emb: np.ndarray, truth: np.ndarray, *, samples: int, cfg: float | None = None,
-                   steps: int = 32, masses=(0.5, 0.9)) -> dict:
-    """Point (best of ``samples`` as ``Geolocator.predict`` picks it; both rules on the density's own
-    samples reported too), NLL, credible-region coverage, localizability vs error."""
+BASELINE_SAMPLES = 128  # samples per input of the baselines' regions when --samples is not given
+# samples per name of the namesake checks and maps when --samples is not given: they measure the
+# distribution predict draws from (its guidance and steps), so more samples than one prediction's
+NAMESAKE_SAMPLES = 512
+
+
+def evaluate_model(geo: Geolocator, emb: np.ndarray, truth: np.ndarray, *, samples: int | None = None,
+                   cfg: float | None = None, steps: int | None = None, masses=(0.5, 0.9)) -> dict:
+    """Point (best guess as ``Geolocator.predict`` picks it; both rules on the density's own samples
+    reported too), NLL (density solver, ``steps`` or 32), credible-region coverage, localizability vs
+    error. ``samples``, ``steps``: None = predict's defaults (the model's own)."""
     t0 = time.perf_counter()
     latlon, lp = [], []
     for i in range(0, len(emb), 64):
-        x, l = geo.sample(emb[i:i + 64], samples, steps=steps, cfg=cfg, seed=i, return_log_prob=True)
+        x, l = geo.sample(emb[i:i + 64], samples or geo.default_samples, steps=steps or geo.default_steps, cfg=cfg,
+                          seed=i, return_log_prob=True)
         latlon.append(x.numpy())
         lp.append(l.numpy())
     latlon, lp = np.concatenate(latlon), np.concatenate(lp)
     points = {rule: best_guesses(latlon, lp, rule) for rule in BEST_GUESS_RULES}  # from the density's samples
     best = points[geo.info.best_guess]
     if geo.separate_best_guess(cfg):  # as Geolocator.predict: the best guess has its own weight
-        best = np.concatenate([geo.point_estimate(emb[i:i + 64], samples, steps=steps, seed=i).numpy()
+        k, s = geo.best_guess_budget(samples, steps)
+        best = np.concatenate([geo.point_estimate(emb[i:i + 64], k, steps=s, seed=i).numpy()
                                for i in range(0, len(emb), 64)])
-    lp_truth = geo.log_prob(emb, truth, cfg=cfg, steps=steps).numpy()
+    lp_truth = geo.log_prob(emb, truth, cfg=cfg, steps=steps or DEFAULT_STEPS).numpy()
     err = haversine_km(best, truth)
     loc = lp.mean(1)
     out = {"point": point_metrics(best, truth), "best_guess": geo.info.best_guess,
@@ -139,7 +148,8 @@ def _fit_baselines(args, train_emb: np.ndarray, train_ll: np.ndarray, groups: np
         base = make_baseline(name, **kwargs).fit(train_emb, train_ll, groups, seed=0)
         fit_s = round(time.perf_counter() - t0, 1)
         for key, (emb, truth) in sets.items():
-            out[key][name] = {**evaluate_baseline(base, emb, truth, args.samples), "fit_seconds": fit_s, **kwargs}
+            out[key][name] = {**evaluate_baseline(base, emb, truth, args.samples or BASELINE_SAMPLES),
+                              "fit_seconds": fit_s, **kwargs}
             log.info("%s %s %s", key, name, json.dumps(out[key][name]["point"]))
         if args.baselines_only:
             (args.out / "baselines.json").write_text(json.dumps(out, indent=1, default=float))
@@ -152,7 +162,7 @@ def held_out_places(gaz: G.Gazetteer, places: int, count: int) -> np.ndarray:
     return order[R.test_names(gaz.name[order])][:count]
 
 
-def draw_maps(geo: Geolocator, encoder, out: Path, samples: int) -> dict:
+def draw_maps(geo: Geolocator, encoder, out: Path, samples: int | None = None) -> dict:
     from globeflow.maps import render_png
 
     info = {}
@@ -162,14 +172,15 @@ def draw_maps(geo: Geolocator, encoder, out: Path, samples: int) -> dict:
         sep = separated_modes(pred.samples)
         render_png(None, pred.samples, best_guess=pred.best_guess, modes=pred.modes, title=f'"{name}"',
                    out_path=out / f"map_{name.replace(' ', '_').lower()}.png", width=900)
-        info[name] = {"modes": [m.to_dict() for m in pred.modes], "separated_modes_5pct_800km": len(sep)}
+        info[name] = {"modes": [m.to_dict() for m in pred.modes], "separated_modes_5pct_800km": len(sep),
+                      "samples": len(pred.samples)}
     return info
 
 
 PARIS_FR = np.array([48.8566, 2.3522])
 
 
-def namesake_checks(geo: Geolocator, encoder, samples: int, steps: int = 32) -> dict:
+def namesake_checks(geo: Geolocator, encoder, samples: int | None = None, steps: int | None = None) -> dict:
     """Issue 18 item 1 on a model: "Paris" mass within 100 km of Paris, France; "Paris, Texas" best
     guess's admin1; "Springfield" separated modes (≥ 5 % mass, pairwise ≥ 800 km)."""
     from globeflow.geocoding import reverse_geocode
@@ -184,18 +195,20 @@ def namesake_checks(geo: Geolocator, encoder, samples: int, steps: int = 32) -> 
             "paris_texas_mass_in_texas": float(np.mean([p.admin1 == "Texas" and p.cc == "US"
                                                         for p in reverse_geocode(texas.samples)])),
             "springfield_separated_modes": len(separated_modes(spring.samples)),
-            "samples": samples}
+            "samples": len(paris.samples)}
 
 
-def famous_places(geo: Geolocator, encoder, samples: int, steps: int = 32) -> dict:
-    """Best guesses for the famous-places list (data/text/famous_places.csv, never training strings):
-    point metrics over all, per kind, and each place's best guess and error (km)."""
+def famous_places(geo: Geolocator, encoder, samples: int | None = None, steps: int | None = None) -> dict:
+    """Best guesses (as predict draws them; ``samples``/``steps`` None = its defaults) for the
+    famous-places list (data/text/famous_places.csv, never training strings): point metrics over all,
+    per kind, and each place's best guess and error (km)."""
     fam = R.load_famous()
     emb = encoder.embed(list(fam.text))
-    best = np.concatenate([geo.point_estimate(emb[i:i + 64], samples, steps=steps, seed=i).numpy()
+    k, s = geo.best_guess_budget(samples, steps)
+    best = np.concatenate([geo.point_estimate(emb[i:i + 64], k, steps=s, seed=i).numpy()
                            for i in range(0, len(emb), 64)])
     err = haversine_km(best, fam.latlon)
-    return {"point": point_metrics(best, fam.latlon), "samples": samples,
+    return {"point": point_metrics(best, fam.latlon), "samples": k,
             "acc_750km": float(np.mean(err < 750)), "median_km": float(np.median(err)),
             "by_kind": {k: {"n": int((fam.kind == k).sum()), "acc_750km": float(np.mean(err[fam.kind == k] < 750)),
                             "median_km": float(np.median(err[fam.kind == k]))} for k in sorted(set(fam.kind))},
@@ -210,6 +223,17 @@ def _rule(report: dict) -> str:
     rfm = report.get("captions_unseen_users", {}).get("rfm", {})
     w = rfm.get("best_guess_cfg")
     return RULE_WORDS[rfm.get("best_guess", "density")] + ("" if w is None else f" among samples at guidance {w:g}")
+
+
+def _budget(report: dict) -> str:
+    """How the rfm rows' samples were drawn, in words."""
+    st, rfm = report["settings"], report.get("captions_unseen_users", {}).get("rfm", {})
+    if st.get("samples") is not None and st.get("steps") is not None:  # given explicitly for every pass
+        return (f"best of {st['samples']} samples by {_rule(report)}, {st['steps']} sampler and density steps")
+    k, s = rfm.get("samples", "?"), rfm.get("steps", "?")
+    kb, sb = rfm.get("best_guess_samples", "?"), rfm.get("best_guess_steps", "?")
+    return (f"`predict`'s defaults: regions, modes and localizability from {k} samples of {s} steps, "
+            f"best guess of {kb} samples ({sb} steps) by {_rule(report)}; truth densities by the 32-step solver")
 
 
 def _fmt(x, spec: str = ".0f") -> str:
@@ -251,8 +275,7 @@ def markdown(report: dict) -> str:
     d, st = report["data"], report["settings"]
     out = ["# Text geolocation benchmark (reports/text/)", "",
            f"Generated by `reports/text/command.sh` on {report.get('date', '?')} ({report.get('machine', '?')}); "
-           f"{_walls(report)}. rfm: best of {st['samples']} samples by {_rule(report)}, {st['steps']} "
-           f"sampler and density steps, densities and regions at the model's default guidance; "
+           f"{_walls(report)}. rfm: {_budget(report)}, densities and regions at the model's default guidance; "
            f"{coverage_note(report)} Baselines are "
            f"fitted on exactly the report model's training rows ({d['train_rows']}).", ""]
     titles = {"captions_unseen_users": f"Captions of unseen Flickr users ({d['test_captions']} captions, "
@@ -274,7 +297,9 @@ def markdown(report: dict) -> str:
                         f"ρ = {rfm['localizability_vs_error_spearman']:.2f}."]
         out.append("")
     if "ambiguous_names" in report:
-        out += ["## Ambiguous names (shipped model)", "",
+        counts = sorted({r.get("samples") for r in report["ambiguous_names"].values()} - {None})
+        out += ["## Ambiguous names (shipped model" + "".join(f", {c} samples each" for c in counts[:1]) +
+                ", the model's guidance and steps)", "",
                 "| text | modes ≥ 5 % mass, pairwise ≥ 800 km | top modes (lat, lon, mass) |", "|---|---:|---|"]
         for name, r in report["ambiguous_names"].items():
             modes = "; ".join(f"{m['lat']:.1f}, {m['lon']:.1f}, {m['mass']:.2f}" for m in r["modes"][:4])
@@ -326,9 +351,13 @@ def main() -> None:
                    help="bare-name repeats of the training rows when no --model says (as scripts/train_text_model.py)")
     p.add_argument("--shipped", type=Path, default=None, help="shipped model folder (maps drawn with it)")
     p.add_argument("--places", type=int, default=145_000, help="gazetteer places of the report model (as its training)")
-    p.add_argument("--samples", type=int, default=1024)
+    p.add_argument("--samples", type=int, default=None,
+                   help="samples per input (default: predict's, i.e. the model's default_samples for the regions "
+                        "and best_guess_samples for a separate best guess; baselines: BASELINE_SAMPLES)")
     p.add_argument("--sweep-samples", type=int, default=256)
-    p.add_argument("--steps", type=int, default=32, help="sampling / density steps")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (default: predict's, i.e. the model's default_steps for the regions, 32 for "
+                        "a separate best guess); the density solver uses 32 when not given")
     p.add_argument("--captions", type=int, default=0, help="evaluate the first N test captions (0 = all)")
     p.add_argument("--sweep-captions", type=int, default=100)
     p.add_argument("--name-count", type=int, default=400)
@@ -366,11 +395,14 @@ def main() -> None:
     popularity = ttm.place_popularity(gaz)
     rows = ttm.build_rows(gaz, ttm.select_places(gaz, args.places, "report", popularity), train_caps, 1, popularity,
                           extra=int(info_training.get("namesake_extra", 0)), split="report")
-    train_emb = embed_cached(rows.text, enc)
-    train_ll = np.concatenate(rows.latlon)
-    groups = np.array([f"{k}:{t}" if k != "caption" else "" for k, t in zip(rows.kind, rows.text)], dtype=str)
-    cap_groups = iter(train_caps.author)
-    groups = np.array([g if g else next(cap_groups) for g in groups], dtype=str)
+
+    def training_rows() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The baselines' training set: embeddings (N, D) (≈ 300 k strings: only when fitting them),
+        (N, 2) degrees, and groups (a gazetteer string or a caption's author)."""
+        groups = np.array([f"{k}:{t}" if k != "caption" else "" for k, t in zip(rows.kind, rows.text)], dtype=str)
+        cap_groups = iter(train_caps.author)
+        groups = np.array([g if g else next(cap_groups) for g in groups], dtype=str)
+        return embed_cached(rows.text, enc), np.concatenate(rows.latlon), groups
     names = held_out_places(gaz, args.places, args.name_count)
     name_text = [G.full_form(gaz.name[i], gaz.admin1[i], gaz.cc[i]) for i in names]
     sets = {"captions_unseen_users": (embed_cached(list(test_caps.text), enc), test_caps.latlon),
@@ -381,7 +413,7 @@ def main() -> None:
                                                                                          return_counts=True))},
                        "unseen_place_names": len(names), "places": args.places}}
     if args.baselines_only:
-        fit_baselines(args, train_emb, train_ll, groups, sets)
+        fit_baselines(args, *training_rows(), sets)
         return
     geo = Geolocator(net, info)
     report["model_training"] = info.training
@@ -422,13 +454,16 @@ def main() -> None:
         if part not in parts:
             continue
         emb, truth = sets[key]
-        n = args.samples if key.startswith("captions") else min(args.samples, 256)
-        report[key] = {"rfm": {**evaluate_model(geo, emb, truth, samples=n, steps=args.steps), "samples": n}}
+        n = args.samples if key.startswith("captions") or args.samples is None else min(args.samples, 256)
+        report[key] = {"rfm": {**evaluate_model(geo, emb, truth, samples=n, steps=args.steps),
+                               "samples": n or geo.default_samples, "steps": args.steps or geo.default_steps,
+                               **dict(zip(("best_guess_samples", "best_guess_steps"),
+                                          geo.best_guess_budget(n, args.steps)))}}
         log.info("%s rfm %s", key, json.dumps(report[key]["rfm"]["point"]))
         save()
     scored = {k: v for k, v in sets.items() if k in report}
     if "baselines" in parts and not args.baselines_from and scored:
-        for key, results in fit_baselines(args, train_emb, train_ll, groups, scored).items():
+        for key, results in fit_baselines(args, *training_rows(), scored).items():
             report[key].update(results)
         save()
     ship = Geolocator(*load_checkpoint(args.shipped)) if args.shipped else geo
@@ -438,10 +473,10 @@ def main() -> None:
             report["famous_places_shipped"] = famous_places(ship, enc, args.samples, args.steps)
         save()
     if "namesakes" in parts:
-        report["namesakes"] = namesake_checks(ship, enc, args.samples, args.steps)
+        report["namesakes"] = namesake_checks(ship, enc, args.samples or NAMESAKE_SAMPLES, args.steps)
         save()
     if "maps" in parts:
-        report["ambiguous_names"] = draw_maps(ship, enc, args.out, args.samples)
+        report["ambiguous_names"] = draw_maps(ship, enc, args.out, args.samples or NAMESAKE_SAMPLES)
         save()
     if "sweep" in parts and args.sweep_captions:
         emb, truth = sets["captions_unseen_users"]

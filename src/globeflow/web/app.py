@@ -26,7 +26,7 @@ import base64
 import io
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from PIL import Image
@@ -56,10 +56,11 @@ class ServerConfig:
     max_text_chars: int = 2000
     workers: int = 2  # inference threads
     queue_size: int = 8  # requests waiting for a worker before 503
-    num_samples: int = 512  # default samples per input
+    num_samples: int | None = None  # default samples per input (None: the model's, as in predict)
+    model_samples: int | None = None  # the model's default_samples, shown on the page (None: read from it)
     max_num_samples: int = 4096
     max_steps: int = 256
-    steps: int = 32
+    steps: int | None = None  # None: the model's default_steps
     cfg: float | None = None  # None: the model's default_cfg
 
 
@@ -73,9 +74,9 @@ class BadRequest(ValueError):
 
 @dataclass(frozen=True)
 class Params:
-    num_samples: int
+    num_samples: int | None
     cfg: float | None
-    steps: int
+    steps: int | None
     seed: int | None
     map: str
     samples: bool
@@ -132,6 +133,8 @@ async def read_photo(upload: UploadFile, config: ServerConfig) -> Image.Image:
 def create_app(geolocator, config: ServerConfig | None = None) -> Starlette:
     """The ASGI app serving ``geolocator`` (anything with ``predict`` and ``info``, e.g. a Geolocator)."""
     config = config or ServerConfig()
+    if config.model_samples is None:
+        config = replace(config, model_samples=int(getattr(geolocator, "default_samples", 512)))
     pool = InferencePool(config.workers, config.queue_size)
     modality = getattr(getattr(geolocator, "info", None), "modality", "image")
     model_id = str(getattr(geolocator, "model_id", "model"))

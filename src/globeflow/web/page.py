@@ -17,7 +17,7 @@ def render_page(*, model_id: str, modality: str, config) -> str:
                  '<input id="files" type="file" accept="image/*" multiple></label>').format(
                      n=config.max_files, mb=config.max_file_mb)
     return _PAGE.replace("@MODEL@", html.escape(model_id)).replace("@FIELD@", field).replace(
-        "@SAMPLES@", str(config.num_samples)).replace("@LIMITS@", json.dumps(limits))
+        "@SAMPLES@", str(config.num_samples or config.model_samples)).replace("@LIMITS@", json.dumps(limits))
 
 
 _PAGE = """<!DOCTYPE html>
@@ -50,7 +50,7 @@ Photos are processed in memory and not stored; their EXIF GPS tags are ignored.<
 <main>
 <form id="form">
 @FIELD@
-<label>Samples<br><input id="num_samples" type="number" min="16" max="4096" value="@SAMPLES@"></label>
+<label>Samples<br><input id="num_samples" type="number" min="16" max="4096" placeholder="@SAMPLES@"></label>
 <label>Seed<br><input id="seed" type="number" min="0" placeholder="random"></label>
 <button id="submit" type="submit">Locate</button>
 </form>
