@@ -127,6 +127,8 @@ def test_health_and_page(server):
     status, headers, page = request(server + "/")
     assert status == 200 and headers["content-type"].startswith("text/html")
     assert 'id="files"' in page and "api/predict" in page
+    assert body["limits"]["num_samples"] == 256 and body["limits"]["model_samples"] == 128  # the operator's, the model's
+    assert 'id="num_samples" type="number" min="16" max="4096" placeholder="256"' in page
     assert "http://" not in page and "https://" not in page
 
 
@@ -258,6 +260,12 @@ def test_form_fields_are_validated_with_their_names():
     config = ServerConfig(num_samples=300)
     params = parse_params(FormData([("seed", "5"), ("cfg", "1.5"), ("map", "HTML")]), config)
     assert (params.num_samples, params.seed, params.cfg, params.map, params.samples) == (300, 5, 1.5, "html", False)
+    # no operator default: the model's own sample and step counts (None reaches predict), shown on the page
+    params = parse_params(FormData([("num_samples", "")]), ServerConfig())
+    assert (params.num_samples, params.steps) == (None, None)
+    from globeflow.web.page import render_page
+
+    assert 'placeholder="64"' in render_page(model_id="m", modality="text", config=ServerConfig(model_samples=64))
     for field, value in (("num_samples", "0"), ("steps", "2.5"), ("cfg", "x"), ("map", "pdf")):
         with pytest.raises(BadRequest, match=field):
             parse_params(FormData([(field, value)]), config)

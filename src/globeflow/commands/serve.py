@@ -76,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
         geolocator.predict([Image.new("RGB", (64, 64), (128, 128, 128))], num_samples=16, steps=2, seed=0)
     config = ServerConfig(max_file_mb=args.max_file_mb, max_files=args.max_files,
                           max_pixels=int(args.max_megapixels * 1e6), workers=args.workers,
-                          queue_size=args.queue, num_samples=None if args.num_samples is None else min(args.num_samples, 4096),
-                          model_samples=geolocator.default_samples)
+                          queue_size=args.queue, num_samples=None if args.num_samples is None else min(args.num_samples, 4096))
     app = create_app(geolocator, config)
     print(f"globeflow serve: model {geolocator.model_id} on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
