@@ -62,7 +62,7 @@ def stages(texts: list[str], model: str | None, precision: str = "auto") -> dict
     out, t = {"captions": len(texts)}, time.perf_counter()
     emb = geo.embed(texts, precision=precision)
     out["embed_s"], t = time.perf_counter() - t, time.perf_counter()
-    k, steps = geo.default_samples, geo.default_steps  # predict's defaults: what the model was calibrated with
+    k, steps = geo.sample_budget()  # predict's defaults: what the model was calibrated with
     k_best, steps_best = geo.best_guess_budget()
     out.update(samples=k, steps=steps, best_guess_samples=k_best, best_guess_steps=steps_best)
     samples, lp = geo.sample(emb, k, steps=steps, seed=0, return_log_prob=True, precision=precision)

@@ -38,7 +38,7 @@ SHIPPED = Path(__file__).resolve().parents[1] / "src" / "globeflow" / "assets" /
 
 def settings(geo: Geolocator) -> dict:
     info = geo.info
-    return {"samples": geo.default_samples, "steps": geo.default_steps, "cfg": info.default_cfg,
+    return {**dict(zip(("samples", "steps"), geo.sample_budget())), "cfg": info.default_cfg,
             "best_guess": info.best_guess, "best_guess_cfg": info.best_guess_cfg,
             **dict(zip(("best_guess_samples", "best_guess_steps"), geo.best_guess_budget())),
             "credible_masses": info.credible_masses}

@@ -325,6 +325,12 @@ class Geolocator:
             lp = torch.zeros(latlon.shape[:2])
         return torch.from_numpy(best_guesses(latlon.double().cpu().numpy(), lp.double().cpu().numpy(), rule)).to(latlon)
 
+    def sample_budget(self, num_samples: int | None = None, steps: int | None = None) -> tuple[int, int]:
+        """(samples, steps) of ``predict``'s samples with log-densities: the given ones, else
+        :attr:`default_samples` and :attr:`default_steps`."""
+        return (int(num_samples) if num_samples is not None else self.default_samples,
+                int(steps) if steps is not None else self.default_steps)
+
     def best_guess_budget(self, num_samples: int | None = None, steps: int | None = None) -> tuple[int, int]:
         """(samples, steps) of a separate best-guess pass: the given ones, else the model's
         ``best_guess_samples`` and ``best_guess_steps`` (None: :attr:`default_samples`, 32)."""
@@ -397,9 +403,8 @@ class Geolocator:
                              f"load a {wanted} model (e.g. Geolocator.from_pretrained(modality='{wanted}'))")
         emb = (np.atleast_2d(np.asarray(items, dtype=np.float32)) if is_embedding
                else self.embed(list(items), precision=precision))
-        k = self.default_samples if num_samples is None else int(num_samples)
-        samples, log_prob = self.sample(emb, k, steps=self.default_steps if steps is None else int(steps), cfg=cfg,
-                                        seed=seed, return_log_prob=True, precision=precision)
+        k, s = self.sample_budget(num_samples, steps)
+        samples, log_prob = self.sample(emb, k, steps=s, cfg=cfg, seed=seed, return_log_prob=True, precision=precision)
         points = [None] * len(emb)
         if self.separate_best_guess(cfg):
             k_best, s_best = self.best_guess_budget(num_samples, steps)

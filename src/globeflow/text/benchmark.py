@@ -61,25 +61,26 @@ def evaluate_model(geo: Geolocator, emb: np.ndarray, truth: np.ndarray, *, sampl
                    cfg: float | None = None, steps: int | None = None, masses=(0.5, 0.9)) -> dict:
     """Point (best guess as ``Geolocator.predict`` picks it; both rules on the density's own samples
     reported too), NLL (density solver, ``steps`` or 32), credible-region coverage, localizability vs
-    error. ``samples``, ``steps``: None = predict's defaults (the model's own)."""
+    error, and the budget drawn. ``samples``, ``steps``: None = predict's defaults (the model's own)."""
     t0 = time.perf_counter()
+    k, s = geo.sample_budget(samples, steps)
+    k_best, s_best = geo.best_guess_budget(samples, steps)
     latlon, lp = [], []
     for i in range(0, len(emb), 64):
-        x, l = geo.sample(emb[i:i + 64], samples or geo.default_samples, steps=steps or geo.default_steps, cfg=cfg,
-                          seed=i, return_log_prob=True)
+        x, l = geo.sample(emb[i:i + 64], k, steps=s, cfg=cfg, seed=i, return_log_prob=True)
         latlon.append(x.numpy())
         lp.append(l.numpy())
     latlon, lp = np.concatenate(latlon), np.concatenate(lp)
     points = {rule: best_guesses(latlon, lp, rule) for rule in BEST_GUESS_RULES}  # from the density's samples
     best = points[geo.info.best_guess]
     if geo.separate_best_guess(cfg):  # as Geolocator.predict: the best guess has its own weight
-        k, s = geo.best_guess_budget(samples, steps)
-        best = np.concatenate([geo.point_estimate(emb[i:i + 64], k, steps=s, seed=i).numpy()
+        best = np.concatenate([geo.point_estimate(emb[i:i + 64], k_best, steps=s_best, seed=i).numpy()
                                for i in range(0, len(emb), 64)])
     lp_truth = geo.log_prob(emb, truth, cfg=cfg, steps=steps or DEFAULT_STEPS).numpy()
     err = haversine_km(best, truth)
     loc = lp.mean(1)
-    out = {"point": point_metrics(best, truth), "best_guess": geo.info.best_guess,
+    out = {"samples": k, "steps": s, "best_guess_samples": k_best, "best_guess_steps": s_best,
+           "point": point_metrics(best, truth), "best_guess": geo.info.best_guess,
            "best_guess_cfg": geo.info.best_guess_cfg if geo.separate_best_guess(cfg) else geo._cfg(cfg),
            "point_by_rule": {rule: point_metrics(x, truth) for rule, x in points.items()},
            "nll": nll_summary(lp_truth),
@@ -455,10 +456,7 @@ def main() -> None:
             continue
         emb, truth = sets[key]
         n = args.samples if key.startswith("captions") or args.samples is None else min(args.samples, 256)
-        report[key] = {"rfm": {**evaluate_model(geo, emb, truth, samples=n, steps=args.steps),
-                               "samples": n or geo.default_samples, "steps": args.steps or geo.default_steps,
-                               **dict(zip(("best_guess_samples", "best_guess_steps"),
-                                          geo.best_guess_budget(n, args.steps)))}}
+        report[key] = {"rfm": evaluate_model(geo, emb, truth, samples=n, steps=args.steps)}
         log.info("%s rfm %s", key, json.dumps(report[key]["rfm"]["point"]))
         save()
     scored = {k: v for k, v in sets.items() if k in report}
