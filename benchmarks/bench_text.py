@@ -2,6 +2,7 @@
 
     python benchmarks/bench_text.py                 # 2,000 YFCC4k captions, shipped text model, 2 threads
     python benchmarks/bench_text.py -n 200 --stages 32
+    python benchmarks/bench_text.py --batch-size 16      # the CLI's batch before 2026-12-07, for a ratio
 
 Runs the CLI in-process (`predict --texts CSV --text-columns TITLE,DESCRIPTION,TAGS`, default samples,
 steps, guidance and best-guess rule) on the first ``n`` captions that have text, and reports texts/s and
@@ -84,6 +85,8 @@ def main() -> None:
     p.add_argument("--model", default=None, help="model folder (default: the shipped text model)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--stages", type=int, default=0, help="also time the parts of one batch of this many captions")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="predict's --batch-size (default: predict's own, 256 texts since 2026-12-07; 16 before)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="predict's --precision (default auto, predict's own default)")
     args = p.parse_args()
@@ -91,6 +94,7 @@ def main() -> None:
     from globeflow.cli import main as cli
 
     result: dict = {"bench": "predict --texts", "cpu": cpu_model(), "threads": args.threads, "precision": args.precision,
+                    "batch_size": args.batch_size or "default",
                     "load_avg_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "captions.csv"
@@ -102,6 +106,7 @@ def main() -> None:
             result["stages"] = stages(texts, args.model, args.precision)
         argv = ["predict", "--texts", str(src), "--text-columns", ",".join(COLUMNS), "--out", str(Path(tmp) / "p.csv"),
                 "--no-progress", "--precision", args.precision] + (["--model", args.model] if args.model else [])
+        argv += ["--batch-size", str(args.batch_size)] if args.batch_size else []
         t0, c0 = time.perf_counter(), time.process_time()
         status = cli(argv)
         wall = time.perf_counter() - t0
