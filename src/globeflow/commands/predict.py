@@ -10,9 +10,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Inputs per batch when --batch-size is not given. Texts: 256 sorted by length pad MiniLM's batches far less
-# than 16 (8 against 21 ms per caption) and feed the sampler larger matmuls; 2,000 captions at 16 → 256:
-# 16 → 20+ texts/s (docs/text.md "Speed"). Photos: 16 decoded images at a time bound the memory.
+# Inputs per batch when --batch-size is not given. Texts: 256, sorted by length inside the batch, pad MiniLM's
+# batches far less than 16 do (8 against 21 ms per caption): 21.5 against 15.5 texts/s on 2,000 captions
+# (AMD EPYC, 2 threads; docs/text.md "Speed"). Photos: 16 decoded images at a time bound the memory.
 PHOTO_BATCH, TEXT_BATCH = 16, 256
 
 HELP = "geolocate photos or texts: best guess, uncertainty, countries, maps"
@@ -56,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "with: 32, 16 for the text model); given, the best guess's own samples use it too")
     p.add_argument("--cfg", type=float, default=None,
                    help="guidance weight w ≥ −1 (default: the model's own; 0 for the official models)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); input i draws from seed + i")
     # globeflow.precision.PRECISIONS, spelled out: commands import no torch until they run (fast --help)
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
                    help="network arithmetic: auto (default) = bfloat16 matmuls (sampler and the shipped encoders) "
