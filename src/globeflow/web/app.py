@@ -134,7 +134,9 @@ def create_app(geolocator, config: ServerConfig | None = None) -> Starlette:
     """The ASGI app serving ``geolocator`` (anything with ``predict`` and ``info``, e.g. a Geolocator)."""
     config = config or ServerConfig()
     if config.model_samples is None:
-        config = replace(config, model_samples=int(getattr(geolocator, "default_samples", 512)))
+        from globeflow.checkpoints import DEFAULT_SAMPLES
+
+        config = replace(config, model_samples=int(getattr(geolocator, "default_samples", DEFAULT_SAMPLES)))
     pool = InferencePool(config.workers, config.queue_size)
     modality = getattr(getattr(geolocator, "info", None), "modality", "image")
     model_id = str(getattr(geolocator, "model_id", "model"))
