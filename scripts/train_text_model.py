@@ -178,6 +178,9 @@ def main() -> None:
     p.add_argument("--popular-repeat", type=int, default=5, help="1 = off; the shipped model: 5")
     p.add_argument("--calibration-captions", type=int, default=400,
                    help="calibration captions used (0 = all 1,186; ≈ 3 min per 100 on one free core)")
+    p.add_argument("--cond-hidden", type=int, default=0,
+                   help="conditioning MLP width (0: one Linear, PLONK's cond_mapper)")
+    p.add_argument("--cond-layers", type=int, default=0, help="conditioning MLP hidden layers")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=TARGET)
     args = p.parse_args()
@@ -204,7 +207,7 @@ def main() -> None:
     emb = embed_cached(rows.text, get_encoder("minilm-l6"), progress=True)
     t_embed = time.perf_counter() - t0
     data = training_data(rows, emb, R.prior_locations(args.prior_rows, seed=1))
-    cfg = R.default_config(args.steps)
+    cfg = R.default_config(args.steps, args.cond_hidden, args.cond_layers)
     info = ModelInfo(family="rfm", encoder="minilm-l6", modality="text", model_id=R.MODEL_ID, training={
         "split": args.split, "places": int(len(chosen)), "rows": rows.counts(), "prior_rows": args.prior_rows,
         "caption_repeat": args.caption_repeat, "captions": int(keep.sum()), "namesake_extra": args.namesake_extra,

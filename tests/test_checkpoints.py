@@ -92,3 +92,35 @@ def test_hub_offline_fails_with_a_clear_message(monkeypatch):
 def test_not_a_folder_nor_an_id():
     with pytest.raises(FileNotFoundError, match="neither a folder nor a Hub id"):
         resolve("no_such_folder_here")
+
+
+def test_official_config_round_trips_verbatim(folder):
+    """The conditioning-MLP keys are optional: an official config.json loads and is written back unchanged."""
+    from globeflow.network import NetworkConfig
+
+    cfg = json.loads((folder / "config.json").read_text())
+    assert NetworkConfig.from_dict(cfg).to_dict() == cfg
+
+
+def test_conditioning_mlp_checkpoint_round_trip(tmp_path):
+    """A denoiser with a conditioning MLP saves and loads by config, with the same outputs."""
+    from globeflow.checkpoints import save_checkpoint
+    from globeflow.network import Denoiser
+
+    torch.manual_seed(0)
+    net = Denoiser(dim=32, depth=2, expansion=2, cond_dim=12, cond_hidden=48, cond_layers=2)
+    for p in net.parameters():  # non-zero residual branches, so the MLP's output matters
+        p.data.normal_(0, 0.3)
+    save_checkpoint(tmp_path, net, ModelInfo(family="rfm"))
+    assert json.loads((tmp_path / "config.json").read_text())["cond_hidden"] == 48
+    geo = Geolocator.from_pretrained(tmp_path)
+    y, emb, gamma = torch.nn.functional.normalize(torch.randn(5, 3), dim=-1), torch.randn(5, 12), torch.rand(5)
+    assert torch.equal(geo.net(y, emb, gamma), net(y, emb, gamma))
+    assert not torch.allclose(net(y, emb, gamma), net(y, torch.zeros_like(emb), gamma))
+
+
+def test_conditioning_mlp_settings_must_agree():
+    from globeflow.network import NetworkConfig
+
+    with pytest.raises(ValueError, match="cond_hidden and cond_layers"):
+        NetworkConfig(dim=32, cond_hidden=64, cond_layers=0)

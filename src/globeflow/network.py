@@ -6,7 +6,9 @@ Forward pass for a point ``y`` (B, 3), an embedding ``emb`` (B, C) and
 1. time features ``[cos(1000·gamma·f), sin(1000·gamma·f)]`` (T = dim/4
    channels, f_k = 10000^(−2k/T)), standardised per row (unbiased std), then
    ``time_embedder.map_time`` (T → 4T = dim → dim);
-2. ``c = cond_mapper(emb) + time``;
+2. ``c = cond_mapper(emb) + time`` (``cond_mapper`` is one Linear as in PLONK, or with
+   ``cond_hidden`` > 0 an MLP C → H → … → dim with ``cond_layers`` SiLU hidden layers of width H:
+   capacity for the embedding → place mapping that costs nothing per sampled point);
 3. ``h = initial_mapper(y)``; each block: ``(s, b, g) = ada_map(SiLU(c))``,
    ``h ← h + g · mlp((1 + s)·LN(h) + b)``;
 4. ``(s, b) = final_adaln(SiLU(c))``; output ``final_linear((1 + s)·LN(h) + b)``.
@@ -60,13 +62,21 @@ def _gelu_jvp(a: Tensor, da: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Constructor arguments, stored verbatim as the official ``config.json``."""
+    """Constructor arguments, stored verbatim as the official ``config.json``.
+
+    ``cond_hidden`` / ``cond_layers`` (globeflow's extension, 0 = PLONK's single-Linear
+    ``cond_mapper``) are written only when set, so official configs round-trip unchanged.
+    """
 
     input_dim: int = 3
     dim: int = 512
     depth: int = 12
     expansion: int = 4
     cond_dim: int = 1024
+    cond_hidden: int = 0
+    cond_layers: int = 0
+
+    OPTIONAL = ("cond_hidden", "cond_layers")
 
     def __post_init__(self) -> None:
         if self.dim % 8 != 0:
@@ -74,19 +84,34 @@ class NetworkConfig:
         for name in ("input_dim", "dim", "depth", "expansion", "cond_dim"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)!r}")
+        if self.cond_hidden < 0 or self.cond_layers < 0 or (self.cond_hidden > 0) != (self.cond_layers > 0):
+            raise ValueError("cond_hidden and cond_layers must both be 0 (one Linear) or both positive; got "
+                             f"{self.cond_hidden}, {self.cond_layers}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "NetworkConfig":
-        """Strict: an unknown or missing key raises an error naming it."""
+        """Strict: an unknown or missing key raises an error naming it (the optional keys default to 0)."""
         expected = set(cls.__dataclass_fields__)
-        unknown, missing = set(data) - expected, expected - set(data)
+        unknown, missing = set(data) - expected, expected - set(data) - set(cls.OPTIONAL)
         if unknown or missing:
             raise ValueError(f"config.json: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; "
-                             f"expected exactly {sorted(expected)}")
+                             f"expected {sorted(expected - set(cls.OPTIONAL))} and optionally {list(cls.OPTIONAL)}")
         return cls(**{k: int(v) for k, v in data.items()})
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v or k not in self.OPTIONAL}
+
+
+def cond_mapper(cond_dim: int, dim: int, hidden: int = 0, layers: int = 0) -> nn.Module:
+    """Embedding (…, cond_dim) → (…, dim): one Linear (hidden = 0, PLONK's), else an MLP with
+    ``layers`` SiLU hidden layers of width ``hidden``."""
+    if hidden == 0:
+        return nn.Linear(cond_dim, dim)
+    widths = [cond_dim] + [hidden] * layers
+    mods: list[nn.Module] = []
+    for a, b in zip(widths, widths[1:]):
+        mods += [nn.Linear(a, b), nn.SiLU()]
+    return nn.Sequential(*mods, nn.Linear(hidden, dim))
 
 
 class PositionalEmbedding(nn.Module):
@@ -127,11 +152,11 @@ class Denoiser(nn.Module):
     """PLONK's ``GeoAdaLNMLP``; the state dict matches the released checkpoints key for key."""
 
     def __init__(self, input_dim: int = 3, dim: int = 512, depth: int = 12, expansion: int = 4,
-                 cond_dim: int = 1024) -> None:
+                 cond_dim: int = 1024, cond_hidden: int = 0, cond_layers: int = 0) -> None:
         super().__init__()
-        self.config = NetworkConfig(input_dim, dim, depth, expansion, cond_dim)
+        self.config = NetworkConfig(input_dim, dim, depth, expansion, cond_dim, cond_hidden, cond_layers)
         self.time_embedder = TimeEmbedder(dim // 4, dim)
-        self.cond_mapper = nn.Linear(cond_dim, dim)
+        self.cond_mapper = cond_mapper(cond_dim, dim, cond_hidden, cond_layers)
         self.initial_mapper = nn.Linear(input_dim, dim)
         self.blocks = nn.ModuleList([AdaLNBlock(dim, expansion) for _ in range(depth)])
         self.final_adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
@@ -142,18 +167,20 @@ class Denoiser(nn.Module):
 
     @classmethod
     def from_config(cls, config: NetworkConfig) -> "Denoiser":
-        return cls(**config.to_dict())
+        return cls(**asdict(config))
 
     @property
     def dim(self) -> int:
         return self.config.dim
 
-    def modulation(self, emb: Tensor, gamma: Tensor) -> Tensor:
+    def modulation(self, emb: Tensor, gamma: Tensor, cond: Tensor | None = None) -> Tensor:
         """Conditioning path: (B, C) embeddings, (B,) gamma → (B, (3·depth + 2)·dim).
 
-        Layout: for each block (scale, shift, gate), then the final (scale, shift).
+        Layout: for each block (scale, shift, gate), then the final (scale, shift). ``cond``: the
+        embeddings' ``cond_mapper`` output (B, dim) when already computed (it does not depend on gamma,
+        so a sampler computes it once for all its steps); ``emb`` is then unused.
         """
-        c = F.silu(self.cond_mapper(emb) + self.time_embedder(gamma))
+        c = F.silu((self.cond_mapper(emb) if cond is None else cond) + self.time_embedder(gamma))
         parts = [block.ada_map[1](c) for block in self.blocks] + [self.final_adaln[1](c)]
         return torch.cat(parts, dim=-1)
 

@@ -67,6 +67,9 @@ class Field:
         if self.precision == "bf16" and emb.dtype != torch.float32:
             self.precision = "fp32"  # bf16 matmuls are a float32 speed-up; a float64 network stays float64
         self._apply = net.apply_bf16 if self.precision == "bf16" else net.apply
+        # cond_mapper outputs (M, dim) and (1, dim): independent of gamma, so computed once for every step
+        self._cond = None if self.cfg == -1 else net.cond_mapper(emb)
+        self._cond_null = net.cond_mapper(self.null) if self.cfg != 0 else None
 
     def modulations(self, gamma: Tensor) -> tuple[Tensor, Tensor | None]:
         """gamma: 0-d tensor → (M, P) conditional and (1, P) unconditional modulations.
@@ -75,9 +78,9 @@ class Field:
         """
         g = gamma.to(device=self.emb.device, dtype=self.emb.dtype).reshape(1)
         if self.cfg == -1:
-            return self.net.modulation(self.null, g), None
-        mod_c = self.net.modulation(self.emb, g.expand(self.emb.shape[0]))
-        mod_u = self.net.modulation(self.null, g) if self.cfg != 0 else None
+            return self.net.modulation(self.null, g, self._cond_null), None
+        mod_c = self.net.modulation(self.emb, g.expand(self.emb.shape[0]), self._cond)
+        mod_u = self.net.modulation(self.null, g, self._cond_null) if self.cfg != 0 else None
         return mod_c, mod_u
 
     def _combine(self, x: Tensor, mod_c: Tensor, mod_u: Tensor | None) -> Tensor:

@@ -128,9 +128,11 @@ def not_famous(texts) -> np.ndarray:
     return np.array([str(t).lower() not in held for t in texts], dtype=bool)
 
 
-def default_config(steps: int = 4000) -> TrainConfig:
-    """The text model's training configuration (rfm, 0.65 M parameters ≈ 2.6 MB)."""
-    return TrainConfig(family="rfm", dim=128, depth=3, expansion=4, steps=steps, batch_size=1024, lr=2e-3,
+def default_config(steps: int = 4000, cond_hidden: int = 0, cond_layers: int = 0) -> TrainConfig:
+    """The text model's training configuration (rfm, width 128, depth 3; with ``cond_hidden`` a
+    conditioning MLP of ``cond_layers`` hidden layers, see :class:`globeflow.network.NetworkConfig`)."""
+    return TrainConfig(family="rfm", dim=128, depth=3, expansion=4, cond_hidden=cond_hidden,
+                       cond_layers=cond_layers, steps=steps, batch_size=1024, lr=2e-3,
                        weight_decay=0.05, warmup_steps=200, ema_decay=0.999, cond_drop=0.1,
                        val_every=10 ** 9, checkpoint_every=max(1, steps // 4), log_every=50, val_max=1)
 

@@ -130,8 +130,8 @@ def has_state(out: str | os.PathLike) -> bool:
 
 def check_resumable(saved: dict, cfg: TrainConfig) -> None:
     """Refuse a resume whose config differs from the saved one outside ``RESUMABLE_CHANGES``."""
-    now = cfg.to_dict()
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+    now, default = cfg.to_dict(), TrainConfig().to_dict()  # keys added later read as their defaults
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k, default[k]) != now[k])
     if changed:
         raise ValueError(f"cannot resume: the saved run has different {', '.join(changed)} "
                          f"(saved {[saved.get(k) for k in changed]}, now {[now[k] for k in changed]}); "

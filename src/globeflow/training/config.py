@@ -17,6 +17,8 @@ class TrainConfig:
     dim: int = 256
     depth: int = 6
     expansion: int = 4
+    cond_hidden: int = 0  # conditioning MLP width (0: PLONK's single Linear; see NetworkConfig)
+    cond_layers: int = 0  # its hidden layers (both 0 or both > 0)
     schedule: dict = field(default_factory=lambda: schedule_to_dict(SigmoidSchedule()))
     optimizer: str = "adamw"  # adamw | lamb
     lr: float = 1e-3
