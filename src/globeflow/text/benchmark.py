@@ -209,12 +209,25 @@ def famous_places(geo: Geolocator, encoder, samples: int | None = None, steps: i
     best = np.concatenate([geo.point_estimate(emb[i:i + 64], k, steps=s, seed=i).numpy()
                            for i in range(0, len(emb), 64)])
     err = haversine_km(best, fam.latlon)
+    near = natural_earth_nearby(fam)
+    score = lambda m: {"n": int(m.sum()), "acc_750km": float(np.mean(err[m] < 750)) if m.any() else None,  # noqa: E731
+                       "median_km": float(np.median(err[m])) if m.any() else None}
     return {"point": point_metrics(best, fam.latlon), "samples": k,
             "acc_750km": float(np.mean(err < 750)), "median_km": float(np.median(err)),
-            "by_kind": {k: {"n": int((fam.kind == k).sum()), "acc_750km": float(np.mean(err[fam.kind == k] < 750)),
-                            "median_km": float(np.median(err[fam.kind == k]))} for k in sorted(set(fam.kind))},
-            "places": [{"text": t, "kind": k, "lat": float(b[0]), "lon": float(b[1]), "error_km": float(e)}
-                       for t, k, b, e in zip(fam.text, fam.kind, best, err)]}
+            "by_kind": {k: score(fam.kind == k) for k in sorted(set(fam.kind))},
+            "by_natural_earth": {"natural_earth_name_within_25km": score(near), "none": score(~near)},
+            "places": [{"text": t, "kind": k, "lat": float(b[0]), "lon": float(b[1]), "error_km": float(e),
+                        "natural_earth_nearby": bool(n)} for t, k, b, e, n in zip(fam.text, fam.kind, best, err, near)]}
+
+
+def natural_earth_nearby(fam: R.Famous, radius_km: float = 25.0) -> np.ndarray:
+    """Bool (N,): famous places with a Natural Earth training row (any other string) within ``radius_km``:
+    the places where that source can teach the answer under another name ("Ayers Rock" for "Uluru")."""
+    texts, latlon = R.load_natural_earth()
+    keep = R.not_famous(texts)
+    d = haversine_km(fam.latlon[:, None, :].repeat(int(keep.sum()), 1).reshape(-1, 2),
+                     np.tile(latlon[keep], (len(fam.text), 1))).reshape(len(fam.text), -1)
+    return (d < radius_km).any(axis=1)
 
 
 RULE_WORDS = {"density": "highest density", "geoscore": "highest expected GeoScore under the model"}
@@ -318,9 +331,15 @@ def markdown(report: dict) -> str:
                 f"(GeoScore {f['point']['geoscore']:.0f}).", "",
                 "| kind | places | within 750 km | median km |", "|---|---:|---:|---:|"]
         out += [f"| {k} | {v['n']} | {100 * v['acc_750km']:.0f} % | {v['median_km']:.0f} |" for k, v in f["by_kind"].items()]
-        out += ["", "| place | kind | best guess (lat, lon) | error km |", "|---|---|---|---:|"]
-        out += [f"| {r['text']} | {r['kind']} | {r['lat']:.2f}, {r['lon']:.2f} | {r['error_km']:.0f} |"
-                for r in f["places"]]
+        for label, key2 in (("a Natural Earth training name within 25 km", "natural_earth_name_within_25km"),
+                            ("no Natural Earth name within 25 km", "none")):
+            v = f.get("by_natural_earth", {}).get(key2)
+            if v and v["n"]:
+                out.append(f"| *{label}* | {v['n']} | {100 * v['acc_750km']:.0f} % | {v['median_km']:.0f} |")
+        out += ["", "| place | kind | best guess (lat, lon) | error km | Natural Earth name within 25 km |",
+                "|---|---|---|---:|---|"]
+        out += [f"| {r['text']} | {r['kind']} | {r['lat']:.2f}, {r['lon']:.2f} | {r['error_km']:.0f} | "
+                f"{'yes' if r.get('natural_earth_nearby') else ''} |" for r in f["places"]]
         out.append("")
     if "namesakes" in report:
         n = report["namesakes"]
@@ -350,6 +369,9 @@ def main() -> None:
     p.add_argument("--model", type=Path, default=None, help="report-split model folder (needed unless --baselines-only)")
     p.add_argument("--namesake-extra", type=int, default=3,
                    help="bare-name repeats of the training rows when no --model says (as scripts/train_text_model.py)")
+    p.add_argument("--landmarks", type=int, default=1,
+                   help="with --baselines-only: 1 = the baselines' rows include the Natural Earth named places "
+                        "(once), as the model trained with --landmark-repeat > 0 does; 0 = not")
     p.add_argument("--shipped", type=Path, default=None, help="shipped model folder (maps drawn with it)")
     p.add_argument("--places", type=int, default=145_000, help="gazetteer places of the report model (as its training)")
     p.add_argument("--samples", type=int, default=None,
@@ -380,7 +402,8 @@ def main() -> None:
     if args.model is None and not args.baselines_only:
         p.error("--model is required (unless --baselines-only)")
     net, info = load_checkpoint(args.model) if args.model else (None, None)
-    info_training = (info.training or {}) if info else {"namesake_extra": args.namesake_extra}
+    info_training = (info.training or {}) if info else {"namesake_extra": args.namesake_extra,
+                                                         "landmark_repeat": args.landmarks}
     gaz = G.load_gazetteer()
     caps = R.load_captions()
     test = R.test_authors(caps)
@@ -395,7 +418,8 @@ def main() -> None:
     spec.loader.exec_module(ttm)
     popularity = ttm.place_popularity(gaz)
     rows = ttm.build_rows(gaz, ttm.select_places(gaz, args.places, "report", popularity), train_caps, 1, popularity,
-                          extra=int(info_training.get("namesake_extra", 0)), split="report")
+                          extra=int(info_training.get("namesake_extra", 0)), split="report",
+                          landmark_repeat=min(1, int(info_training.get("landmark_repeat", 0))))
 
     def training_rows() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The baselines' training set: embeddings (N, D) (≈ 300 k strings: only when fitting them),

@@ -29,6 +29,7 @@ SHARED = ROOT.parent / "shared" / "data"
 CAPTIONS = SHARED / "yfcc4k_text" / "captions.csv"
 MP16 = SHARED / "mp16" / "coordinates_100k.csv"
 FAMOUS = ROOT / "data" / "text" / "famous_places.csv"  # evaluation only: never a training string
+NATURAL_EARTH = ROOT / "data" / "text" / "natural_earth_places.csv"  # scripts/vendor_natural_earth.py
 TEXT_COLUMNS = ("TITLE", "DESCRIPTION", "TAGS")
 PERMITTED_LICENSES = ("Attribution License", "Attribution-ShareAlike License")
 TEST_FRAC, TEST_SPLIT_SEED = 0.25, 1  # share of AUTHORs held out for the report (stable hash)
@@ -120,6 +121,16 @@ def load_famous(path: str | Path = FAMOUS) -> Famous:
     col = lambda k: np.array([r[k].strip() for r in rows], dtype=str)  # noqa: E731
     return Famous(col("text"), np.array([[float(r["lat"]), float(r["lon"])] for r in rows]), col("kind"),
                   col("country"))
+
+
+def load_natural_earth(path: str | Path = NATURAL_EARTH) -> tuple[list[str], np.ndarray]:
+    """Named physical places and US parks from Natural Earth (public domain): texts (R,) and latlon
+    (R, 2) degrees; a region (a polygon) appears as several rows of points inside it."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path}: no rows (expected name,lat,lon,kind,layer)")
+    return [r["name"] for r in rows], np.array([[float(r["lat"]), float(r["lon"])] for r in rows])
 
 
 def not_famous(texts) -> np.ndarray:
