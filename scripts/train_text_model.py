@@ -181,8 +181,9 @@ def main() -> None:
     p.add_argument("--popular-places", type=int, default=5000,
                    help="places (by photo popularity) whose names and forms get --popular-repeat copies")
     p.add_argument("--popular-repeat", type=int, default=5, help="1 = off; the shipped model: 5")
-    p.add_argument("--landmark-repeat", type=int, default=5,
-                   help="copies of the Natural Earth named places (data/text/natural_earth_places.csv; 0 = off)")
+    p.add_argument("--landmark-repeat", type=int, default=0,
+                   help="copies of the Natural Earth named places (data/text/natural_earth_places.csv; 0 = off, as "
+                        "the shipped model: measured with 5, docs/text.md)")
     p.add_argument("--calibration-captions", type=int, default=400,
                    help="calibration captions used (0 = all 1,186; ≈ 3 min per 100 on one free core)")
     p.add_argument("--cond-hidden", type=int, default=0,

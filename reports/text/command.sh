@@ -15,7 +15,7 @@ MODEL=${TEXT_REPORT_MODEL:-/tmp/globeflow-text-report-model}
 S="--name-count 200 --threads 1"
 [ -f reports/text/baselines.json ] || python -m globeflow.text.benchmark --baselines-only $S \
   --baselines retrieval,regression,cells,vmf --out reports/text &
-[ -f "$MODEL/model.safetensors" ] || python scripts/train_text_model.py --split report --steps 12000 --popular-repeat 5 --landmark-repeat 5 --threads 1 \
+[ -f "$MODEL/model.safetensors" ] || python scripts/train_text_model.py --split report --steps 12000 --popular-repeat 5 --threads 1 \
   --calibration-captions 250 --out "$MODEL"
 wait
 B="--model $MODEL --shipped src/globeflow/assets/models/text-minilm-l6 $S --baselines-from reports/text/baselines.json --out reports/text"

@@ -331,12 +331,12 @@ def markdown(report: dict) -> str:
                 f"(GeoScore {f['point']['geoscore']:.0f}).", "",
                 "| kind | places | within 750 km | median km |", "|---|---:|---:|---:|"]
         out += [f"| {k} | {v['n']} | {100 * v['acc_750km']:.0f} % | {v['median_km']:.0f} |" for k, v in f["by_kind"].items()]
-        for label, key2 in (("a Natural Earth training name within 25 km", "natural_earth_name_within_25km"),
-                            ("no Natural Earth name within 25 km", "none")):
+        for label, key2 in (("a Natural Earth place within 25 km (another name)", "natural_earth_name_within_25km"),
+                            ("no Natural Earth place within 25 km", "none")):
             v = f.get("by_natural_earth", {}).get(key2)
             if v and v["n"]:
                 out.append(f"| *{label}* | {v['n']} | {100 * v['acc_750km']:.0f} % | {v['median_km']:.0f} |")
-        out += ["", "| place | kind | best guess (lat, lon) | error km | Natural Earth name within 25 km |",
+        out += ["", "| place | kind | best guess (lat, lon) | error km | Natural Earth place within 25 km |",
                 "|---|---|---|---:|---|"]
         out += [f"| {r['text']} | {r['kind']} | {r['lat']:.2f}, {r['lon']:.2f} | {r['error_km']:.0f} | "
                 f"{'yes' if r.get('natural_earth_nearby') else ''} |" for r in f["places"]]
@@ -369,9 +369,9 @@ def main() -> None:
     p.add_argument("--model", type=Path, default=None, help="report-split model folder (needed unless --baselines-only)")
     p.add_argument("--namesake-extra", type=int, default=3,
                    help="bare-name repeats of the training rows when no --model says (as scripts/train_text_model.py)")
-    p.add_argument("--landmarks", type=int, default=1,
+    p.add_argument("--landmarks", type=int, default=0,
                    help="with --baselines-only: 1 = the baselines' rows include the Natural Earth named places "
-                        "(once), as the model trained with --landmark-repeat > 0 does; 0 = not")
+                        "(once), for a model trained with --landmark-repeat > 0; 0 = not (the shipped model)")
     p.add_argument("--shipped", type=Path, default=None, help="shipped model folder (maps drawn with it)")
     p.add_argument("--places", type=int, default=145_000, help="gazetteer places of the report model (as its training)")
     p.add_argument("--samples", type=int, default=None,
