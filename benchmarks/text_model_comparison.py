@@ -66,8 +66,7 @@ def main() -> None:
         geo = Geolocator.from_pretrained(folder)
         scores.append(geoscore(haversine_km(best_guesses(geo, list(caps.text)), caps.latlon)))
         best = best_guesses(geo, names)
-        err = np.array([haversine_km(np.repeat(best[i:i + 1], len(points[n]), 0), points[n]).min()
-                        for i, n in enumerate(names)])
+        err = np.array([haversine_km(best[i], points[n]).min() for i, n in enumerate(names)])
         result["models"][folder] = {"captions_geoscore": round(float(scores[-1].mean()), 1),
                                     "natural_earth_median_km": round(float(np.median(err))),
                                     "natural_earth_within_750km": round(float(np.mean(err < 750)), 3)}

@@ -225,9 +225,7 @@ def natural_earth_nearby(fam: R.Famous, radius_km: float = 25.0) -> np.ndarray:
     where that source, when trained on, can teach the answer under another name ("Ayers Rock" for "Uluru")."""
     texts, latlon = R.load_natural_earth()
     keep = R.not_famous(texts)
-    d = haversine_km(fam.latlon[:, None, :].repeat(int(keep.sum()), 1).reshape(-1, 2),
-                     np.tile(latlon[keep], (len(fam.text), 1))).reshape(len(fam.text), -1)
-    return (d < radius_km).any(axis=1)
+    return (haversine_km(fam.latlon[:, None], latlon[keep][None]) < radius_km).any(axis=1)
 
 
 RULE_WORDS = {"density": "highest density", "geoscore": "highest expected GeoScore under the model"}
