@@ -186,6 +186,9 @@ def main() -> None:
                         "the shipped model: measured with 5, docs/text.md)")
     p.add_argument("--calibration-captions", type=int, default=400,
                    help="calibration captions used (0 = all 1,186; ≈ 3 min per 100 on one free core)")
+    p.add_argument("--fourier-features", type=int, default=0,
+                   help="Fourier features of the position (0: PLONK's Linear on the point)")
+    p.add_argument("--fourier-scale", type=int, default=0, help="their highest angular frequency, rad⁻¹")
     p.add_argument("--cond-hidden", type=int, default=0,
                    help="conditioning MLP width (0: one Linear, PLONK's cond_mapper)")
     p.add_argument("--cond-layers", type=int, default=0, help="conditioning MLP hidden layers")
@@ -215,7 +218,7 @@ def main() -> None:
     emb = embed_cached(rows.text, get_encoder("minilm-l6"), progress=True)
     t_embed = time.perf_counter() - t0
     data = training_data(rows, emb, R.prior_locations(args.prior_rows, seed=1))
-    cfg = R.default_config(args.steps, args.cond_hidden, args.cond_layers)
+    cfg = R.default_config(args.steps, args.cond_hidden, args.cond_layers, args.fourier_features, args.fourier_scale)
     info = ModelInfo(family="rfm", encoder="minilm-l6", modality="text", model_id=R.MODEL_ID, training={
         "split": args.split, "places": int(len(chosen)), "rows": rows.counts(), "prior_rows": args.prior_rows,
         "caption_repeat": args.caption_repeat, "captions": int(keep.sum()), "namesake_extra": args.namesake_extra,

@@ -111,15 +111,19 @@ def fast_evaluations(steps: int) -> int:
     return 4 * steps + 1
 
 
-def gamma_grid(schedule, steps: int, dtype: torch.dtype) -> Tensor:
-    """RK4 nodes in gamma, uniform from the data end (1) to gamma(t = 1) (the noise end).
+def gamma_grid(schedule, steps: int, dtype: torch.dtype, data_dense: bool = False) -> Tensor:
+    """RK4 nodes in gamma from the data end (1) to gamma(t = 1) (the noise end).
 
-    Uniform in gamma resolves the network's cos/sin(1000·gamma·f) time features evenly. On trained
-    weights the field is also sharp near the data end; there a grid uniform in t does better at
-    few steps, and neither converges fast (see FAST_STEPS_ACCURACY).
+    Uniform in gamma by default: it resolves the network's cos/sin(1000·gamma·f) time features
+    evenly (the accuracy of FAST_STEPS_ACCURACY). ``data_dense``: γ_k = 1 − (1 − γ_min)·(k/n)², for
+    fields that are sharpest near the data end (networks with Fourier position features, which resolve
+    sub-100 km clusters): on such a prior model the uniform grid underestimates the NLL by 1.75 nats
+    at 32 steps and 0.17 at 128, this one overestimates it by 0.14 and 0.03 (converged value from 512
+    steps of either; 600 Im2GPS3k locations).
     """
     gamma_min = float(schedule(torch.ones((), dtype=torch.float64)))
-    return torch.linspace(1.0, gamma_min, steps + 1, dtype=torch.float64).to(dtype)
+    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    return (1.0 - (1.0 - gamma_min) * (u ** 2 if data_dense else u)).to(dtype)
 
 
 def sphere_log_prob_fast(field: Field, x: Tensor, grid: Tensor, mode: str) -> Tensor:

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from globeflow import metrics as M
-from globeflow.credible import credible_region
+from globeflow.credible import conformal_masses, coverage_ranks, credible_region
 from globeflow.prediction import BEST_GUESS_RULES, best_guesses
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,10 @@ class EvalSettings:
     dim: int = 128
     depth: int = 3
     batch_size: int = 256
+    prior_steps: int = 0  # most optimizer steps of ``+prior`` generative models (0: train_steps)
+    prior_batch_size: int = 0  # their batch (0: batch_size): 100,000 clustered rows need more than the photos
+    prior_fourier_features: int = 64  # their Fourier position features (0: PLONK's Linear on y; see
+    prior_fourier_scale: int = 512  # network.FourierFeatures) and highest angular frequency, rad⁻¹
     lr: float = 2e-3  # peak of warmup + cosine
     weight_decay: float = 0.01
     ema_decay: float = 0.999
@@ -195,8 +199,10 @@ class EvalSettings:
                 raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)!r}")
         if self.best_of > self.samples:
             raise ValueError(f"best_of ({self.best_of}) cannot exceed samples ({self.samples})")
-        if self.r3_photos < 0 or self.tune_photos < 0 or self.val_photos < 0 or self.patience < 0:
-            raise ValueError("r3_photos, tune_photos, val_photos and patience must be >= 0")
+        if min(self.r3_photos, self.tune_photos, self.val_photos, self.patience, self.prior_steps,
+               self.prior_batch_size, self.prior_fourier_features) < 0:
+            raise ValueError("r3_photos, tune_photos, val_photos, patience, prior_steps, prior_batch_size and "
+                             "prior_fourier_features must be >= 0")
         if self.point_rule not in BEST_GUESS_RULES:
             raise ValueError(f"point_rule must be one of {BEST_GUESS_RULES}; got {self.point_rule!r}")
         if self.tune_metric not in TUNE_METRICS:
@@ -278,13 +284,18 @@ def train_generative(family: str, train: EvalData, s: EvalSettings, seed: int, o
     from globeflow.geolocator import Geolocator
 
     checks = val is not None and len(val) > 0
-    cfg = T.TrainConfig(family=family, dim=s.dim, depth=s.depth, steps=s.train_steps, batch_size=s.batch_size,
-                        lr=s.lr, weight_decay=s.weight_decay, warmup_steps=min(200, s.train_steps // 5),
+    with_prior = prior is not None and len(prior) > 0
+    steps = (s.prior_steps or s.train_steps) if with_prior else s.train_steps
+    batch = (s.prior_batch_size or s.batch_size) if with_prior else s.batch_size
+    fourier = (s.prior_fourier_features, s.prior_fourier_scale) if with_prior and s.prior_fourier_features else (0, 0)
+    cfg = T.TrainConfig(family=family, dim=s.dim, depth=s.depth, fourier_features=fourier[0],
+                        fourier_scale=fourier[1], steps=steps, batch_size=batch,
+                        lr=s.lr, weight_decay=s.weight_decay, warmup_steps=min(200, steps // 5),
                         ema_decay=s.ema_decay, cond_drop=s.cond_drop, seed=seed, val_frac=0.0,
                         val_every=s.val_every if checks else 10**9, val_max=len(val) if checks else 1,
-                        val_nll_points=len(val) if checks else 0, val_nll_steps=16,
+                        val_nll_points=len(val) if checks else 0, val_nll_steps=32,
                         patience=s.patience if checks else 0, checkpoint_every=10**9,
-                        log_every=max(1, s.train_steps))
+                        log_every=max(1, steps))
     held = None
     if checks:  # the null condition: the prior that guidance w < 0 shrinks towards
         held = T.MemoryData.from_latlon(val.latlon, np.zeros_like(val.emb))
@@ -324,7 +335,7 @@ def _direction_log_probs(geo, e: torch.Tensor, u: torch.Tensor, xyz: torch.Tenso
     if len(e) == 0:
         return np.zeros((0, u.shape[1]))
     shell = density.RadialShell.from_radii(xyz.norm(dim=-1))
-    grid = density.gamma_grid(geo.schedule, s.density_steps, geo.dtype)
+    grid = density.gamma_grid(geo.schedule, s.density_steps, geo.dtype, data_dense=geo.sharp_field)
     per, out = max(1, max_points // (u.shape[1] * s.r3_nodes)), []
     for i in range(0, len(e), per):
         rows = slice(i, i + per)
@@ -421,8 +432,15 @@ def truth_admin_keys(latlon: np.ndarray) -> dict[str, np.ndarray]:
     return M.truth_keys_from_places(reverse_geocode(latlon))
 
 
-def photo_metrics(pred: Predictions, truth_deg: np.ndarray, truth_keys: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """(M,) per-photo values (NaN = not available for that photo) of every averaged metric."""
+STATED_LEVELS = (0.5, 0.9)
+
+
+def photo_metrics(pred: Predictions, truth_deg: np.ndarray, truth_keys: dict[str, np.ndarray],
+                  stated: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """(M,) per-photo values (NaN = not available for that photo) of every averaged metric.
+
+    ``stated``: {level: HPD mass} fitted on held-out photographers (:func:`stated_masses`), for the
+    coverage of the regions a model states at each of STATED_LEVELS (NaN without it)."""
     from globeflow.geocoding import reverse_geocode
 
     m = len(truth_deg)
@@ -452,7 +470,21 @@ def photo_metrics(pred: Predictions, truth_deg: np.ndarray, truth_keys: dict[str
             region = credible_region(lp[i], mass)
             cov[i], area[i] = float(pred.truth_lp[i] >= region.log_threshold), region.area_km2
         out[f"calib_{mass:g}_coverage"], out[f"calib_{mass:g}_area_km2"] = cov, area
+    for level in STATED_LEVELS:
+        cov, area = _nan(m), _nan(m)
+        for i in np.flatnonzero(both) if stated else ():
+            region = credible_region(lp[i], stated[f"{level:g}"])
+            cov[i], area[i] = float(pred.truth_lp[i] >= region.log_threshold), region.area_km2
+        out[f"stated_{level:g}_coverage"], out[f"stated_{level:g}_area_km2"] = cov, area
     return out
+
+
+def stated_masses(geo, held: EvalData, cfg: float, s: EvalSettings, seed: int) -> dict[str, float]:
+    """Split-conformal HPD masses {level: mass} for STATED_LEVELS from (up to ``val_photos`` of) the
+    held-out photographers' photos at guidance ``cfg``: what ``Geolocator.credible_masses`` states
+    (rfm only; their own samples' densities are exact and cheap)."""
+    pred = predict_generative(geo, subsample(held, s.val_photos, seed), cfg, s, seed)
+    return conformal_masses(coverage_ranks(pred.truth_lp, pred.sample_lp), STATED_LEVELS)
 
 
 # ---------------------------------------------------------------- summaries
@@ -478,6 +510,8 @@ SUMMARY: dict[str, tuple[str, Callable[[np.ndarray], float]]] = {
     "neg_entropy_nats": ("neg_entropy_nats", _nanmean), "info_gain_bits": ("info_gain_bits", _nanmean),
     **{f"calib_{m:g}_coverage": (f"calib_{m:g}_coverage", _nanmean) for m in M.MASSES},
     **{f"calib_{m:g}_area_km2": (f"calib_{m:g}_area_km2", _nanmedian) for m in M.MASSES},
+    **{f"stated_{m:g}_coverage": (f"stated_{m:g}_coverage", _nanmean) for m in STATED_LEVELS},
+    **{f"stated_{m:g}_area_km2": (f"stated_{m:g}_area_km2", _nanmedian) for m in STATED_LEVELS},
 }
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
 
@@ -675,7 +709,10 @@ def run_model(name: str, train: EvalData, test: EvalData, cfgs: Sequence, s: Eva
         else:
             value = float(w)
         pred = predict_generative(geo, test, value, s, seed, density_rows=rows)
-        runs[_cfg_key(w)] = FoldRun(photo_metrics(pred, test.latlon, truth_keys), test.latlon, pred.draw,
+        stated = stated_masses(geo, held, value, s, seed) if rows is None and len(held) else None
+        if stated:
+            record.setdefault("stated_masses", {})[_cfg_key(w)] = stated
+        runs[_cfg_key(w)] = FoldRun(photo_metrics(pred, test.latlon, truth_keys, stated), test.latlon, pred.draw,
                                     test.groups, value)
     return runs, [record]
 

@@ -233,9 +233,15 @@ class Geolocator:
         out = out[:, 0] if squeeze else out
         return (out, nfe) if return_nfe else out
 
+    @property
+    def sharp_field(self) -> bool:
+        """Whether the network has Fourier position features (a field sharpest near the data end, so
+        ODE densities use :func:`density.gamma_grid`'s ``data_dense`` nodes)."""
+        return self.net.position_features is not None
+
     def _log_prob_xyz(self, net: Denoiser, emb: Tensor, x: Tensor, cfg: float, divergence: str, solver: str,
                       steps: int, radial_nodes: int = 24) -> tuple[Tensor, int]:
-        grid = density.gamma_grid(self.schedule, steps, x.dtype)
+        grid = density.gamma_grid(self.schedule, steps, x.dtype, data_dense=self.sharp_field)
         if self.family == "rfm" or divergence == "ambient":
             field = Field(net, emb, cfg)
             if solver == "official":

@@ -9,7 +9,10 @@ Forward pass for a point ``y`` (B, 3), an embedding ``emb`` (B, C) and
 2. ``c = cond_mapper(emb) + time`` (``cond_mapper`` is one Linear as in PLONK, or with
    ``cond_hidden`` > 0 an MLP C → H → … → dim with ``cond_layers`` SiLU hidden layers of width H:
    capacity for the embedding → place mapping that costs nothing per sampled point);
-3. ``h = initial_mapper(y)``; each block: ``(s, b, g) = ada_map(SiLU(c))``,
+3. ``h = initial_mapper(y)`` (with ``fourier_features`` F > 0: ``initial_mapper([y, sin z, cos z])``,
+   ``z = ω · (D y)`` for F fixed unit directions D and angular frequencies ω log-spaced from 1 to
+   ``fourier_scale`` rad⁻¹: the resolution to fit sub-100 km location clusters, which a Linear on
+   y cannot reach (spectral bias)); each block: ``(s, b, g) = ada_map(SiLU(c))``,
    ``h ← h + g · mlp((1 + s)·LN(h) + b)``;
 4. ``(s, b) = final_adaln(SiLU(c))``; output ``final_linear((1 + s)·LN(h) + b)``.
 
@@ -75,8 +78,10 @@ class NetworkConfig:
     cond_dim: int = 1024
     cond_hidden: int = 0
     cond_layers: int = 0
+    fourier_features: int = 0
+    fourier_scale: int = 0
 
-    OPTIONAL = ("cond_hidden", "cond_layers")
+    OPTIONAL = ("cond_hidden", "cond_layers", "fourier_features", "fourier_scale")
 
     def __post_init__(self) -> None:
         if self.dim % 8 != 0:
@@ -87,6 +92,9 @@ class NetworkConfig:
         if self.cond_hidden < 0 or self.cond_layers < 0 or (self.cond_hidden > 0) != (self.cond_layers > 0):
             raise ValueError("cond_hidden and cond_layers must both be 0 (one Linear) or both positive; got "
                              f"{self.cond_hidden}, {self.cond_layers}")
+        if self.fourier_features < 0 or (self.fourier_features > 0) != (self.fourier_scale >= 1):
+            raise ValueError("fourier_features must be 0 (PLONK's Linear on y) or positive with fourier_scale ≥ 1 "
+                             f"(rad⁻¹); got {self.fourier_features}, {self.fourier_scale}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "NetworkConfig":
@@ -112,6 +120,35 @@ def cond_mapper(cond_dim: int, dim: int, hidden: int = 0, layers: int = 0) -> nn
     for a, b in zip(widths, widths[1:]):
         mods += [nn.Linear(a, b), nn.SiLU()]
     return nn.Sequential(*mods, nn.Linear(hidden, dim))
+
+
+class FourierFeatures(nn.Module):
+    """y (..., 3) → [y, sin z, cos z] (..., 3 + 2F), z = ω ⊙ (y Dᵀ).
+
+    D (F, 3): fixed random unit directions; ω (F,): angular frequencies in rad⁻¹, log-spaced from 1
+    to ``scale`` and shuffled over the directions. Both are persistent buffers, so a checkpoint carries
+    the exact features it was trained with (the seed only matters at initialisation).
+    """
+
+    def __init__(self, count: int, scale: float, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        directions = torch.randn(count, 3, generator=gen)
+        freqs = torch.logspace(0.0, float(torch.tensor(float(scale)).log10()), count)
+        self.register_buffer("directions", directions / directions.norm(dim=-1, keepdim=True))
+        self.register_buffer("freqs", freqs[torch.randperm(count, generator=gen)])
+
+    def forward(self, y: Tensor) -> Tensor:
+        z = (y @ self.directions.T) * self.freqs
+        return torch.cat([y, z.sin(), z.cos()], dim=-1)
+
+    def jvp(self, y: Tensor, tangents: Tensor) -> tuple[Tensor, Tensor]:
+        """Features (..., 3+2F) and their derivatives along tangents (..., T, 3) → (..., T, 3+2F)."""
+        z = (y @ self.directions.T) * self.freqs
+        dz = (tangents @ self.directions.T) * self.freqs
+        sin, cos = z.sin(), z.cos()
+        feats = torch.cat([y, sin, cos], dim=-1)
+        return feats, torch.cat([tangents, cos[..., None, :] * dz, -sin[..., None, :] * dz], dim=-1)
 
 
 class PositionalEmbedding(nn.Module):
@@ -152,12 +189,15 @@ class Denoiser(nn.Module):
     """PLONK's ``GeoAdaLNMLP``; the state dict matches the released checkpoints key for key."""
 
     def __init__(self, input_dim: int = 3, dim: int = 512, depth: int = 12, expansion: int = 4,
-                 cond_dim: int = 1024, cond_hidden: int = 0, cond_layers: int = 0) -> None:
+                 cond_dim: int = 1024, cond_hidden: int = 0, cond_layers: int = 0, fourier_features: int = 0,
+                 fourier_scale: int = 0) -> None:
         super().__init__()
-        self.config = NetworkConfig(input_dim, dim, depth, expansion, cond_dim, cond_hidden, cond_layers)
+        self.config = NetworkConfig(input_dim, dim, depth, expansion, cond_dim, cond_hidden, cond_layers,
+                                    fourier_features, fourier_scale)
         self.time_embedder = TimeEmbedder(dim // 4, dim)
         self.cond_mapper = cond_mapper(cond_dim, dim, cond_hidden, cond_layers)
-        self.initial_mapper = nn.Linear(input_dim, dim)
+        self.position_features = FourierFeatures(fourier_features, fourier_scale) if fourier_features else None
+        self.initial_mapper = nn.Linear(input_dim + 2 * fourier_features, dim)
         self.blocks = nn.ModuleList([AdaLNBlock(dim, expansion) for _ in range(depth)])
         self.final_adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.final_linear = nn.Linear(dim, input_dim)
@@ -172,6 +212,17 @@ class Denoiser(nn.Module):
     @property
     def dim(self) -> int:
         return self.config.dim
+
+    def embed_position(self, y: Tensor) -> Tensor:
+        """y (..., 3) → h (..., dim): ``initial_mapper`` on y or on its Fourier features."""
+        return self.initial_mapper(y if self.position_features is None else self.position_features(y))
+
+    def embed_position_jvp(self, y: Tensor, tangents: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`embed_position` of y (..., 3) and its derivatives along tangents (..., T, 3)."""
+        if self.position_features is None:
+            return self.initial_mapper(y), tangents @ self.initial_mapper.weight.T
+        feats, dfeats = self.position_features.jvp(y, tangents)
+        return self.initial_mapper(feats), dfeats @ self.initial_mapper.weight.T
 
     def modulation(self, emb: Tensor, gamma: Tensor, cond: Tensor | None = None) -> Tensor:
         """Conditioning path: (B, C) embeddings, (B,) gamma → (B, (3·depth + 2)·dim).
@@ -197,7 +248,7 @@ class Denoiser(nn.Module):
         """Point path: y (..., 3) with ``mod`` broadcastable to (..., (3·depth+2)·dim) → (..., 3)."""
         d = self.config.dim
         *per_block, final = self.split_modulation(mod)
-        h = self.initial_mapper(y)
+        h = self.embed_position(y)
         for block, m in zip(self.blocks, per_block):
             s, b, g = m.chunk(3, dim=-1)
             h = h + g * block.mlp((1 + s) * F.layer_norm(h, (d,)) + b)
@@ -236,7 +287,7 @@ class Denoiser(nn.Module):
         """
         d = self.config.dim
         *per_block, final = self.split_modulation(mod)
-        h = self.initial_mapper(y)
+        h = self.embed_position(y)
         for (w1, b1, w2, b2), m in zip(self._block_weights(bf16=True), per_block):
             s, b, g = m.chunk(3, dim=-1)
             a = ((1 + s) * F.layer_norm(h, (d,)) + b).to(torch.bfloat16)
@@ -253,8 +304,7 @@ class Denoiser(nn.Module):
         :meth:`apply_bf16`; residual streams, LayerNorms and the outer layers stay float32.
         """
         *per_block, final = self.split_modulation(mod)
-        h = self.initial_mapper(y)
-        dh = tangents @ self.initial_mapper.weight.T
+        h, dh = self.embed_position_jvp(y, tangents)
         low = (lambda t: t.to(torch.bfloat16)) if bf16 else (lambda t: t)
         for (w1, b1, w2, b2), m in zip(self._block_weights(bf16), per_block):
             s, b, g = m.chunk(3, dim=-1)

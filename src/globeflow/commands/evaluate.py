@@ -92,6 +92,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help=f"held-out photos whose NLL drives early stopping, 0 = all (default {d.val_photos})")
     a("--prior-rows", type=int, default=d.prior_rows, help=f"extra locations of +prior models (default {d.prior_rows:,})")
     a("--prior-file", type=str, default=d.prior_file, help="CSV (LAT,LON) of those locations (default: MP-16 sample)")
+    a("--prior-steps", type=int, default=d.prior_steps,
+      help="most optimizer steps of +prior generative models, 0 = --train-steps (default 0)")
+    a("--prior-batch-size", type=int, default=d.prior_batch_size,
+      help="training batch of +prior generative models, 0 = --batch-size (default 0)")
+    a("--prior-fourier-features", type=int, default=d.prior_fourier_features,
+      help="Fourier position features of +prior generative models, 0 = PLONK's Linear on the point "
+           f"(default {d.prior_fourier_features})")
+    a("--prior-fourier-scale", type=int, default=d.prior_fourier_scale,
+      help=f"their highest angular frequency in rad⁻¹ (default {d.prior_fourier_scale})")
     a("--prior-repeat", type=int, default=d.prior_repeat,
       help=f"times the photos are repeated beside the prior rows (default {d.prior_repeat})")
     a("--workers", type=int, default=1, help="processes running (fold, model) tasks, one torch thread each (default 1)")
@@ -140,7 +149,9 @@ def _settings(args):
     return EvalSettings(samples=args.samples, best_of=args.best_of, point_rule=args.point_rule, steps=args.steps, seed=args.seed,
                         density_steps=args.density_steps, r3_photos=args.r3_photos, r3_samples=args.r3_samples,
                         r3_nodes=args.r3_nodes, train_steps=args.train_steps, dim=args.dim, depth=args.depth,
-                        batch_size=args.batch_size, lr=args.lr, cond_drop=args.cond_drop, tune_grid=grid,
+                        batch_size=args.batch_size, prior_fourier_features=args.prior_fourier_features,
+                        prior_fourier_scale=args.prior_fourier_scale, prior_steps=args.prior_steps,
+                        prior_batch_size=args.prior_batch_size, lr=args.lr, cond_drop=args.cond_drop, tune_grid=grid,
                         weight_decay=args.weight_decay, ema_decay=args.ema_decay, val_every=args.val_every,
                         patience=args.patience, val_photos=args.val_photos, prior_rows=args.prior_rows,
                         prior_file=args.prior_file, prior_repeat=args.prior_repeat,
@@ -268,7 +279,9 @@ DENSITY_COLUMNS = [("NLL nats", "nll_nats", "f3"), ("bits/dim (official)", "bits
 PRDC_COLUMNS = [("precision", "prdc_precision", "f3"), ("recall", "prdc_recall", "f3"),
                 ("density", "prdc_density", "f3"), ("coverage", "prdc_coverage", "f3")]
 CALIB_COLUMNS = [(f"{int(m * 100)} %: coverage %", f"calib_{m:g}_coverage", "pct") for m in (0.5, 0.8, 0.9, 0.95)] + \
-                [(f"{int(m * 100)} %: area Mkm²", f"calib_{m:g}_area_km2", "mkm2") for m in (0.5, 0.9)]
+                [(f"{int(m * 100)} %: area Mkm²", f"calib_{m:g}_area_km2", "mkm2") for m in (0.5, 0.9)] + \
+                [(f"stated {int(m * 100)} %: coverage %", f"stated_{m:g}_coverage", "pct") for m in (0.5, 0.9)] + \
+                [("stated 90 %: area Mkm²", "stated_0.9_area_km2", "mkm2")]
 
 
 def _table(report: dict, columns: list) -> str:
@@ -280,6 +293,16 @@ def _table(report: dict, columns: list) -> str:
             cells = [_fmt(values.get(col), kind) if col in values else "–" for _, col, kind in columns]
             rows.append(f"| {model} | {key.removeprefix('cfg=')} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def _prior_budget_text(s: dict) -> str:
+    """How ``+prior`` generative models are trained where it differs from the others ('' if not)."""
+    steps, batch = s.get("prior_steps") or s["train_steps"], s.get("prior_batch_size") or s["batch_size"]
+    ff = s.get("prior_fourier_features", 0)
+    if (steps, batch, ff) == (s["train_steps"], s["batch_size"], 0):
+        return ""
+    return (f"; `+prior` generative models: at most {steps} steps of batch {batch}"
+            + (f", {ff} Fourier position features up to {s.get('prior_fourier_scale')} rad⁻¹" if ff else ""))
 
 
 def render_markdown(report: dict, meta: dict) -> str:
@@ -298,11 +321,13 @@ def render_markdown(report: dict, meta: dict) -> str:
         f"(up to {s.get('val_photos') or 'all'} photos, checked every {s.get('val_every', '–')} steps, patience "
         f"{s.get('patience', 0)}). `+prior` models: also {s.get('prior_rows', 0):,} unconditional locations from "
         f"`{Path(str(s.get('prior_file', ''))).name}` (null condition for generative models, photos repeated "
-        f"×{s.get('prior_repeat', 1)}; the prior part of cells and vmf_mixture). Sampler {s['steps']} steps; point estimate = {_point_text(s)}; {s['samples']} own samples per photo for rfm, {s['r3_samples']} for "
+        f"×{s.get('prior_repeat', 1)}; the prior part of cells and vmf_mixture)" + _prior_budget_text(s) + f". Sampler {s['steps']} steps; point estimate = {_point_text(s)}; {s['samples']} own samples per photo for rfm, {s['r3_samples']} for "
         f"fm/diffusion on {s['r3_photos'] or 'all'} photos per fold (radial quadrature, {s['r3_nodes']} nodes, "
         f"{s['density_steps']} RK4 steps). cfg = tuned: per fold, among {s['tune_grid']}, by "
         f"{'lowest NLL' if s['tune_metric'] == 'nll' else 'highest GeoScore'} on up to {s['tune_photos'] or 'all'} photos "
-        f"of the same held-out photographers.",
+        f"of the same held-out photographers. Stated regions (rfm): the HPD masses that cover 50 % / 90 % of "
+        f"those held-out photographers' truths (split conformal, up to {s.get('val_photos') or 'all'} photos), "
+        f"as `Geolocator.credible_masses` states them.",
     ]
     chosen = "; ".join(f"{m}: {[t['cfg'] for t in ts]}" for m, ts in (meta.get("tuned") or {}).items()
                        if all("cfg" in t for t in ts))

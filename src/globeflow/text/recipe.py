@@ -139,11 +139,14 @@ def not_famous(texts) -> np.ndarray:
     return np.array([str(t).lower() not in held for t in texts], dtype=bool)
 
 
-def default_config(steps: int = 4000, cond_hidden: int = 0, cond_layers: int = 0) -> TrainConfig:
+def default_config(steps: int = 4000, cond_hidden: int = 0, cond_layers: int = 0, fourier_features: int = 0,
+                   fourier_scale: int = 0) -> TrainConfig:
     """The text model's training configuration (rfm, width 128, depth 3; with ``cond_hidden`` a
-    conditioning MLP of ``cond_layers`` hidden layers, see :class:`globeflow.network.NetworkConfig`)."""
+    conditioning MLP of ``cond_layers`` hidden layers, with ``fourier_features`` Fourier position
+    features up to ``fourier_scale`` rad⁻¹; see :class:`globeflow.network.NetworkConfig`)."""
     return TrainConfig(family="rfm", dim=128, depth=3, expansion=4, cond_hidden=cond_hidden,
-                       cond_layers=cond_layers, steps=steps, batch_size=1024, lr=2e-3,
+                       cond_layers=cond_layers, fourier_features=fourier_features, fourier_scale=fourier_scale,
+                       steps=steps, batch_size=1024, lr=2e-3,
                        weight_decay=0.05, warmup_steps=200, ema_decay=0.999, cond_drop=0.1,
                        val_every=10 ** 9, checkpoint_every=max(1, steps // 4), log_every=50, val_max=1)
 

@@ -19,6 +19,8 @@ class TrainConfig:
     expansion: int = 4
     cond_hidden: int = 0  # conditioning MLP width (0: PLONK's single Linear; see NetworkConfig)
     cond_layers: int = 0  # its hidden layers (both 0 or both > 0)
+    fourier_features: int = 0  # Fourier features of the position (0: PLONK's Linear on y; see NetworkConfig)
+    fourier_scale: int = 0  # their highest angular frequency, rad⁻¹ (≥ 1 when fourier_features > 0)
     schedule: dict = field(default_factory=lambda: schedule_to_dict(SigmoidSchedule()))
     optimizer: str = "adamw"  # adamw | lamb
     lr: float = 1e-3

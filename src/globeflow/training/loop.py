@@ -117,7 +117,8 @@ def _start(cfg: TrainConfig, source: MemorySource | StoreSource, out: Path, dd: 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         net = Denoiser(dim=cfg.dim, depth=cfg.depth, expansion=cfg.expansion, cond_dim=source.cond_dim,
-                       cond_hidden=cfg.cond_hidden, cond_layers=cfg.cond_layers)
+                       cond_hidden=cfg.cond_hidden, cond_layers=cfg.cond_layers,
+                       fourier_features=cfg.fourier_features, fourier_scale=cfg.fourier_scale)
     prog, ema, opt = Progress(), copy.deepcopy(net), build_optimizer(net, cfg)
     if resume and has_state(out):
         prog = restore_state(out, cfg, net, ema, opt)
