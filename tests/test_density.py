@@ -96,3 +96,19 @@ def test_density_integrates_to_one_and_matches_samples(name, emb, sampler):
     tilted = (np.exp(lp).reshape(wts.shape) * np.exp(0.2 * z) * wts).sum(1)
     tilted /= tilted.sum()
     assert chi_square_p(counts, n * tilted) < 1e-3
+
+
+def test_data_dense_grid_is_finer_at_the_data_end():
+    """Same end points as the uniform grid; steps grow linearly away from gamma = 1."""
+    import torch
+
+    from globeflow import density
+    from globeflow.schedules import SigmoidSchedule
+
+    sched = SigmoidSchedule()
+    uniform = density.gamma_grid(sched, 16, torch.float64)
+    dense = density.gamma_grid(sched, 16, torch.float64, data_dense=True)
+    assert dense[0] == uniform[0] == 1.0 and dense[-1] == pytest.approx(float(uniform[-1]))
+    steps = -dense.diff()
+    assert (steps > 0).all() and steps[0] < steps[-1] / 10
+    assert torch.allclose(steps.diff(), steps.diff()[0].expand(15))

@@ -254,3 +254,22 @@ def test_prior_variants_only_for_models_that_can_use_the_rows():
     for bad in ("regression+prior", "retrieval+prior", "plonk"):
         with pytest.raises(ValueError, match="unknown models"):
             check_models([bad])
+
+
+def test_stated_regions_use_masses_fitted_on_held_out_photographers(run):
+    """rfm models report the coverage of the regions they would state (split-conformal masses from the
+    held-out photographers, per fold and cfg); other models have none."""
+    _, _, ev = run
+    for model in ("rfm", "rfm+prior"):
+        for t in ev.tuned[model]:
+            masses = t["stated_masses"]
+            assert set(masses) == {"cfg=0", "cfg=tuned"}
+            for m in masses.values():
+                assert set(m) == {"0.5", "0.9"} and 0 < m["0.5"] <= m["0.9"] < 1
+        for key in ("cfg=0", "cfg=tuned"):
+            cov = ev.report[model][key]["stated_0.9_coverage"]["mean"]
+            assert 0.0 <= cov <= 1.0 and cov >= ev.report[model][key]["stated_0.5_coverage"]["mean"]
+    for model in ("fm", "cells"):
+        for key in ev.report[model]:
+            assert math.isnan(ev.report[model][key]["stated_0.9_coverage"]["mean"])
+    assert "stated_masses" not in ev.tuned["fm"][0]

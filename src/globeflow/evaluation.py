@@ -293,7 +293,7 @@ def train_generative(family: str, train: EvalData, s: EvalSettings, seed: int, o
                         lr=s.lr, weight_decay=s.weight_decay, warmup_steps=min(200, steps // 5),
                         ema_decay=s.ema_decay, cond_drop=s.cond_drop, seed=seed, val_frac=0.0,
                         val_every=s.val_every if checks else 10**9, val_max=len(val) if checks else 1,
-                        val_nll_points=len(val) if checks else 0, val_nll_steps=32,
+                        val_nll_points=len(val) if checks else 0, val_nll_steps=32 if fourier[0] else 16,
                         patience=s.patience if checks else 0, checkpoint_every=10**9,
                         log_every=max(1, steps))
     held = None

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--dim", type=int, default=d.dim, help=f"network width (default {d.dim})")
     a("--depth", type=int, default=d.depth, help=f"number of AdaLN blocks (default {d.depth})")
     a("--expansion", type=int, default=d.expansion, help=f"MLP expansion (default {d.expansion})")
+    a("--fourier-features", type=int, default=d.fourier_features,
+      help="Fourier features of the position, 0 = PLONK's Linear on the point (default 0); for many clustered rows")
+    a("--fourier-scale", type=int, default=d.fourier_scale, help="their highest angular frequency, rad⁻¹ (e.g. 512)")
     a("--steps", type=int, default=d.steps, help=f"total optimizer steps (default {d.steps})")
     a("--batch-size", type=int, default=d.batch_size, help=f"global batch size (default {d.batch_size})")
     a("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
@@ -101,6 +104,7 @@ def _config(args):
     from globeflow.training import TrainConfig
 
     return TrainConfig(family=args.family, dim=args.dim, depth=args.depth, expansion=args.expansion,
+                       fourier_features=args.fourier_features, fourier_scale=args.fourier_scale,
                        steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        warmup_steps=args.warmup_steps, optimizer=args.optimizer, ema_decay=args.ema_decay,
                        cond_drop=args.cond_drop, val_frac=args.val_frac, val_every=args.val_every,
