@@ -465,18 +465,22 @@ def photo_metrics(pred: Predictions, truth_deg: np.ndarray, truth_keys: dict[str
     out["localizability_official"] = neg_h / (4 * math.pi * math.log(2))
     both = dens & np.isfinite(pred.truth_lp)
     for mass in M.MASSES:
-        cov, area = _nan(m), _nan(m)
-        for i in np.flatnonzero(both):
-            region = credible_region(lp[i], mass)
-            cov[i], area[i] = float(pred.truth_lp[i] >= region.log_threshold), region.area_km2
-        out[f"calib_{mass:g}_coverage"], out[f"calib_{mass:g}_area_km2"] = cov, area
+        out[f"calib_{mass:g}_coverage"], out[f"calib_{mass:g}_area_km2"] = _region_coverage(lp, pred.truth_lp, both, mass)
     for level in STATED_LEVELS:
-        cov, area = _nan(m), _nan(m)
-        for i in np.flatnonzero(both) if stated else ():
-            region = credible_region(lp[i], stated[f"{level:g}"])
-            cov[i], area[i] = float(pred.truth_lp[i] >= region.log_threshold), region.area_km2
-        out[f"stated_{level:g}_coverage"], out[f"stated_{level:g}_area_km2"] = cov, area
+        rows = both if stated else np.zeros(m, dtype=bool)
+        mass = stated[f"{level:g}"] if stated else level
+        out[f"stated_{level:g}_coverage"], out[f"stated_{level:g}_area_km2"] = _region_coverage(lp, pred.truth_lp, rows, mass)
     return out
+
+
+def _region_coverage(lp: np.ndarray, truth_lp: np.ndarray, rows: np.ndarray, mass: float) -> tuple[np.ndarray, np.ndarray]:
+    """(M,) whether each truth lies in its HPD region of ``mass`` (from its own samples' log p (M, K))
+    and that region's area in km²; NaN outside the boolean ``rows``."""
+    cov, area = _nan(len(lp)), _nan(len(lp))
+    for i in np.flatnonzero(rows):
+        region = credible_region(lp[i], mass)
+        cov[i], area[i] = float(truth_lp[i] >= region.log_threshold), region.area_km2
+    return cov, area
 
 
 def stated_masses(geo, held: EvalData, cfg: float, s: EvalSettings, seed: int) -> dict[str, float]:

@@ -138,14 +138,17 @@ class FourierFeatures(nn.Module):
         self.register_buffer("directions", directions / directions.norm(dim=-1, keepdim=True))
         self.register_buffer("freqs", freqs[torch.randperm(count, generator=gen)])
 
+    def phase(self, y: Tensor) -> Tensor:
+        """z = ω ⊙ (y Dᵀ): (..., 3) → (..., F); linear in y, so also its derivative along y."""
+        return (y @ self.directions.T) * self.freqs
+
     def forward(self, y: Tensor) -> Tensor:
-        z = (y @ self.directions.T) * self.freqs
+        z = self.phase(y)
         return torch.cat([y, z.sin(), z.cos()], dim=-1)
 
     def jvp(self, y: Tensor, tangents: Tensor) -> tuple[Tensor, Tensor]:
         """Features (..., 3+2F) and their derivatives along tangents (..., T, 3) → (..., T, 3+2F)."""
-        z = (y @ self.directions.T) * self.freqs
-        dz = (tangents @ self.directions.T) * self.freqs
+        z, dz = self.phase(y), self.phase(tangents)
         sin, cos = z.sin(), z.cos()
         feats = torch.cat([y, sin, cos], dim=-1)
         return feats, torch.cat([tangents, cos[..., None, :] * dz, -sin[..., None, :] * dz], dim=-1)
