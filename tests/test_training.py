@@ -196,3 +196,22 @@ def test_unconditional_rfm_learns_the_mp16_prior(tmp_path):
     assert nll <= 1.0, nll
     assert nll < -LOG_UNIFORM_DENSITY - 1.0
     assert math.isfinite(nll)
+
+
+# ------------------------------------------------------------------ validation NLL
+
+
+@pytest.mark.parametrize("family", ["rfm", "fm"])
+def test_validation_nll_scores_a_shared_condition_once(family):
+    """Held-out locations under one (null) condition: validation_nll scores them as one condition
+    (one field, one radial shell for R³ families) and agrees with scoring each row on its own."""
+    geo = Geolocator.from_pretrained(Path(__file__).parent / "models" / f"{family}_uncond")
+    latlon = mp16(2000)[::100]  # 20 real photo locations
+    data = T.MemoryData.from_latlon(latlon, np.zeros((len(latlon), geo.net.config.cond_dim)))
+    cfg = T.TrainConfig(family=family, val_nll_steps=16)
+    shared = T.validation_nll(geo.net, data, cfg, geo.info, len(latlon))
+    emb = torch.zeros(len(latlon), geo.net.config.cond_dim)
+    per_row = float(-geo.log_prob(emb, latlon, steps=16).mean())
+    # rfm: the same ODE per point; fm: shells from 256 samples each, shared or per row
+    assert shared == pytest.approx(per_row, abs=1e-4 if family == "rfm" else 0.05)
+    assert np.isfinite(shared)

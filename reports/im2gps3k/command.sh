@@ -4,8 +4,9 @@
 # report.md's header: 2 worker processes of one torch thread each on a 2-core machine).
 # Models ending in +prior also train on 100,000 MP-16 photo locations (unconditional rows).
 # Generative models: at most 1,200 steps (the EMA weights of lowest NLL of held-out photographers,
-# checked every 200); rfm+prior: 4,000 steps of 1,024 rows with Fourier position features (64, up to
-# 512 rad⁻¹): the budget that resolves the clustered MP-16 prior (docs/evaluation.md).
+# checked every 200); rfm+prior: 5,000 steps of 1,024 rows with Fourier position features (64, up to
+# 512 rad⁻¹): the budget that resolves the clustered MP-16 prior (docs/evaluation.md). Sampler 32 steps,
+# truth densities 64 RK4 steps (data-dense grid for the Fourier-feature model).
 # fm/diffusion direction densities (radial quadrature of ODE solves, 8 nodes) are computed for 100
 # photos per fold (--r3-photos) with 6 own samples each: their point metrics use those photos.
 # Stated regions: split-conformal masses from up to 300 held-out photos per fold (rfm models).
@@ -14,5 +15,5 @@
 exec globeflow evaluate --store data/im2gps3k/efficientnet-lite0 --folds 3 \
   --models rfm,rfm+prior,fm,diffusion,regression,cells,cells+prior,retrieval,vmf,vmf_mixture,vmf_mixture+prior \
   --cfg tuned --tune-grid=-1,-0.5,0 --point-rule geoscore --tune-photos 40 --train-steps 1200 --val-every 200 \
-  --patience 0 --prior-steps 4000 --prior-batch-size 1024 --r3-photos 100 --r3-samples 6 --r3-nodes 8 --seed 0 \
+  --patience 0 --prior-steps 5000 --prior-batch-size 1024 --r3-photos 100 --r3-samples 6 --r3-nodes 8 --steps 32 --density-steps 64 --seed 0 \
   --threads 1 --workers 2 --no-progress --out reports/im2gps3k/report.md --json reports/im2gps3k/report.json
