@@ -174,6 +174,26 @@ def test_point_rule_geoscore_is_predicts_best_guess_of_the_own_samples(tmp_path)
         EvalSettings(point_rule="mode")
 
 
+def test_point_samples_pick_among_a_plain_pass_for_every_photo(tmp_path):
+    """--point-samples: the point is predict's expected-GeoScore pick among that many plain samples (the
+    density's own sampler), for every photo — fm too, whose densities cover only some photos."""
+    from globeflow.evaluation import predict_generative, ode_sampler
+    from globeflow.prediction import best_guess_index
+
+    data, _ = EvalData.from_arrays(*(lambda a: (a.ids, a.embeddings, a.latlon, a.groups))(subset(150, seed=3)))
+    s = EvalSettings(**{**TINY.to_dict(), "point_rule": "geoscore", "point_samples": 24})
+    test = data.select(np.arange(5))
+    for family in ("rfm", "fm"):
+        geo = train_generative(family, data, TINY, seed=0, out=tmp_path / family)
+        pred = predict_generative(geo, test, 0.0, s, seed=0, density_rows=np.array([1]))
+        ll = geo.sample(test.emb, 24, steps=s.steps, cfg=0.0, seed=list(range(5)), **ode_sampler(geo)).double().numpy()
+        for i in range(5):
+            np.testing.assert_allclose(pred.point[i], ll[i, best_guess_index(ll[i], np.zeros(24), "geoscore")],
+                                       atol=1e-9)
+    with pytest.raises(ValueError, match="point_samples"):
+        EvalSettings(point_samples=16)  # needs the geoscore rule
+
+
 def _cli_args(**kw) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     cmd.add_arguments(parser)

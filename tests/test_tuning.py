@@ -78,6 +78,22 @@ def test_a_separate_best_guess_draws_its_own_samples_and_steps(tmp_path):
     assert np.allclose(given.best_guess, geo.point_estimate(emb[:1], 16, steps=4, seed=0, precision="auto")[0].double().numpy())
 
 
+def test_more_best_guess_samples_at_the_same_weight_get_their_own_pass(tmp_path):
+    """No best_guess_cfg, but best_guess_samples above default_samples: the best guess comes from a
+    larger pass of the same distribution (the same weight); a given sample count uses one pass."""
+    folder = tmp_path / "m"
+    shutil.copytree(MODEL, folder)
+    tuning._update_meta(folder, default_samples=16, default_steps=4, best_guess="geoscore", best_guess_samples=64)
+    geo = Geolocator.from_pretrained(folder)
+    emb, _ = held_out_rows()
+    assert geo.separate_best_guess(None) and not geo.separate_best_guess(None, 16) and not geo.separate_best_guess(0.0)
+    (pred,) = geo.predict(emb[:1], seed=0)
+    assert len(pred.samples) == 16 and pred.best_guess_source == "separate"
+    expected = geo.point_estimate(emb[:1], 64, steps=32, seed=0, precision="auto")[0].double().numpy()
+    assert np.allclose(pred.best_guess, expected)
+    assert geo.predict(emb[:1], seed=0, num_samples=16)[0].best_guess_source != "separate"
+
+
 def test_best_guess_rule_and_weight_of_highest_held_out_geoscore_are_written_and_used(tmp_path):
     from globeflow.metrics import geoscore, haversine_km
     from globeflow.prediction import best_guess_index

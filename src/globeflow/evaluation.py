@@ -162,6 +162,7 @@ class EvalSettings:
     samples: int = 64  # K own samples per photo (calibration, localizability)
     best_of: int = 32  # N for the best-of-N point estimate by density (the first N of the K samples)
     point_rule: str = "density"  # a prediction.BEST_GUESS_RULES entry: "geoscore" = over all K own samples
+    point_samples: int = 0  # geoscore rule: a separate plain pass of this many samples per photo (0: the K)
     steps: int = 16  # sampler steps
     seed: int = 0
     density_steps: int = 32  # RK4 steps of the ODE densities
@@ -205,6 +206,9 @@ class EvalSettings:
                              "prior_fourier_features must be >= 0")
         if self.point_rule not in BEST_GUESS_RULES:
             raise ValueError(f"point_rule must be one of {BEST_GUESS_RULES}; got {self.point_rule!r}")
+        if self.point_samples < 0 or (self.point_samples and self.point_rule != "geoscore"):
+            raise ValueError("point_samples must be ≥ 0, and > 0 only with point_rule='geoscore' (the rule that "
+                             f"needs no densities); got {self.point_samples} with {self.point_rule!r}")
         if self.tune_metric not in TUNE_METRICS:
             raise ValueError(f"tune_metric must be one of {TUNE_METRICS}; got {self.tune_metric!r}")
         if not 0.0 < self.tune_frac < 1.0:
@@ -355,18 +359,36 @@ def predict_generative(geo, test: EvalData, cfg: float, s: EvalSettings, seed: i
     """
     m = len(test)
     seeds = [seed + i for i in range(m)]
+    own = separate_points(geo, test.emb, cfg, s, seeds)
     if geo.family == "rfm":
         ll, lp = geo.sample(test.emb, s.samples, steps=s.steps, cfg=cfg, seed=seeds, return_log_prob=True)
         ll, lp = ll.double().numpy(), lp.double().numpy()
         truth = geo.log_prob(test.emb, test.latlon, cfg=cfg, steps=s.density_steps).double().numpy()
-        return Predictions(_point(ll, lp, s), ll[:, 0], truth, lp)
+        return Predictions(_point(ll, lp, s) if own is None else own, ll[:, 0], truth, lp)
     rows = np.arange(m) if density_rows is None else np.asarray(density_rows, dtype=np.int64)
     draws = geo.sample(test.emb, 1, steps=s.steps, cfg=cfg, seed=seeds, **ode_sampler(geo)).double().numpy()[:, 0]
-    point, truth, lp = _nan((m, 2)), _nan(m), _nan((m, s.r3_samples))
+    point, truth, lp = _nan((m, 2)) if own is None else own, _nan(m), _nan((m, s.r3_samples))
     if len(rows):
         ll, t_lp, s_lp = r3_densities(geo, test.emb[rows], test.latlon[rows], cfg, s, seed)
-        point[rows], truth[rows], lp[rows] = _point(ll, s_lp, s), t_lp, s_lp
+        truth[rows], lp[rows] = t_lp, s_lp
+        if own is None:
+            point[rows] = _point(ll, s_lp, s)
     return Predictions(point, draws, truth, lp)
+
+
+def separate_points(geo, emb: np.ndarray, cfg: float, s: EvalSettings, seeds: list[int],
+                    batch: int = 64) -> np.ndarray | None:
+    """(M, 2) degrees: with ``s.point_samples``, each photo's sample of highest expected GeoScore among
+    that many plain samples of the density's own sampler (no densities needed, so every photo gets
+    one, fm/diffusion included); None without (the point comes from the samples with densities)."""
+    if not s.point_samples:
+        return None
+    out = []
+    for i in range(0, len(emb), batch):
+        ll = geo.sample(emb[i:i + batch], s.point_samples, steps=s.steps, cfg=cfg, seed=seeds[i:i + batch],
+                        **ode_sampler(geo)).double().numpy()
+        out.append(best_guesses(ll, np.zeros(ll.shape[:2]), "geoscore"))
+    return np.concatenate(out) if out else np.zeros((0, 2))
 
 
 def _point(latlon: np.ndarray, lp: np.ndarray, s: EvalSettings) -> np.ndarray:

@@ -345,10 +345,15 @@ class Geolocator:
         k = num_samples if num_samples is not None else (self.info.best_guess_samples or self.default_samples)
         return int(k), int(steps if steps is not None else (self.info.best_guess_steps or DEFAULT_STEPS))
 
-    def separate_best_guess(self, cfg: float | None) -> bool:
-        """Whether predictions draw their best guess at ``best_guess_cfg`` apart from their samples."""
-        w = self.info.best_guess_cfg
-        return cfg is None and w is not None and float(w) != self.default_cfg
+    def separate_best_guess(self, cfg: float | None, num_samples: int | None = None) -> bool:
+        """Whether predictions draw their best guess apart from their samples: at the model's own
+        ``best_guess_cfg``, or (at the same weight, the same distribution) from its larger
+        ``best_guess_samples`` when no sample count is given."""
+        if cfg is not None:
+            return False
+        w, k = self.info.best_guess_cfg, self.info.best_guess_samples
+        return (w is not None and float(w) != self.default_cfg) or (
+            num_samples is None and k is not None and int(k) > self.default_samples)
 
     # ------------------------------------------------------------ end to end
     @property
@@ -412,7 +417,7 @@ class Geolocator:
         k, s = self.sample_budget(num_samples, steps)
         samples, log_prob = self.sample(emb, k, steps=s, cfg=cfg, seed=seed, return_log_prob=True, precision=precision)
         points = [None] * len(emb)
-        if self.separate_best_guess(cfg):
+        if self.separate_best_guess(cfg, num_samples):
             k_best, s_best = self.best_guess_budget(num_samples, steps)
             points = self.point_estimate(emb, k_best, steps=s_best, seed=seed, precision=precision).double().cpu().numpy()
         names = list(ids) if ids is not None else [
