@@ -293,3 +293,26 @@ def test_stated_regions_use_masses_fitted_on_held_out_photographers(run):
         for key in ev.report[model]:
             assert math.isnan(ev.report[model][key]["stated_0.9_coverage"]["mean"])
     assert "stated_masses" not in ev.tuned["fm"][0]
+
+
+def test_prdc_intervals_reuse_one_distance_matrix_per_set():
+    """Half-samples index rows and columns of the full distance matrices: the same replicates as
+    recomputing PRDC on every half-sample's points."""
+    from globeflow.evaluation import prdc_intervals
+
+    a = subset(600, seed=11)
+    rng = np.random.default_rng(0)
+    draws = a.latlon + rng.normal(0, 5, a.latlon.shape)
+    draws[:, 0] = np.clip(draws[:, 0], -90, 90)
+    got = prdc_intervals(a.latlon, draws, a.groups, n_boot=200, seed=3)
+    uniq, inverse = np.unique(a.groups, return_inverse=True)
+    rng, reps = np.random.default_rng(3), []
+    for _ in range(20):
+        keep = np.isin(inverse, rng.choice(len(uniq), len(uniq) // 2, replace=False))
+        reps.append([M.prdc(a.latlon[keep], draws[keep])[k] for k in ("precision", "recall", "density", "coverage")])
+    reps, full = np.asarray(reps), M.prdc(a.latlon, draws)
+    for j, k in enumerate(("precision", "recall", "density", "coverage")):
+        dev = reps[:, j] - reps[:, j].mean()
+        lo, hi = full[k] + np.quantile(dev, 0.025), full[k] + np.quantile(dev, 0.975)
+        assert got[f"prdc_{k}"][0] == pytest.approx(max(0.0, min(lo, full[k])), abs=1e-12)
+        assert got[f"prdc_{k}"][1] == pytest.approx(min(math.inf if k == "density" else 1.0, max(hi, full[k])), abs=1e-12)

@@ -606,11 +606,13 @@ def prdc_intervals(truth: np.ndarray, draws: np.ndarray, groups: np.ndarray, n_b
     full = M.prdc(truth, draws)
     uniq, inverse = np.unique(groups, return_inverse=True)
     rng = np.random.default_rng(seed)
+    d_rr, d_ff, d_rf = M.prdc_distances(truth, draws)  # once; each half-sample takes rows and columns
     reps = []
     for _ in range(max(20, n_boot // 10)):
-        keep = np.isin(inverse, rng.choice(len(uniq), max(1, len(uniq) // 2), replace=False))
-        if keep.sum() > 4:
-            reps.append([M.prdc(truth[keep], draws[keep])[k] for k in PRDC_KEYS])
+        keep = np.flatnonzero(np.isin(inverse, rng.choice(len(uniq), max(1, len(uniq) // 2), replace=False)))
+        if len(keep) > 4:
+            sub = np.ix_(keep, keep)
+            reps.append(M.prdc_from_distances(d_rr[sub], d_ff[sub], d_rf[sub]))
     reps = np.asarray(reps)
     a = (1 - level) / 2
     out = {}

@@ -214,10 +214,22 @@ def _chunks(x: np.ndarray, num_splits: int) -> list[np.ndarray]:
     return [x[i:i + size] for i in range(0, len(x), size)]
 
 
+def prdc_distances(real_deg: np.ndarray, fake_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three great-circle distance matrices (radians) PRDC needs: real–real (N, N), fake–fake
+    (M, M), real–fake (N, M). Subsets of points are rows and columns of these (``np.ix_``), so
+    resampling needs no new trigonometry."""
+    real = np.asarray(real_deg, dtype=np.float64).reshape(-1, 2)
+    fake = np.asarray(fake_deg, dtype=np.float64).reshape(-1, 2)
+    return _pairwise_angle(real, real), _pairwise_angle(fake, fake), _pairwise_angle(real, fake)
+
+
 def _prdc_one(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[float, float, float, float]:
-    d_rr = _pairwise_angle(real, real)
-    d_ff = _pairwise_angle(fake, fake)
-    d_rf = _pairwise_angle(real, fake)
+    return prdc_from_distances(*prdc_distances(real, fake), k=k)
+
+
+def prdc_from_distances(d_rr: np.ndarray, d_ff: np.ndarray, d_rf: np.ndarray,
+                        k: int = 3) -> tuple[float, float, float, float]:
+    """(precision, recall, density, coverage) from :func:`prdc_distances`' matrices."""
     # radius = (k+1)-th smallest distance in each row, the point itself (0) included, as officially
     r_real = np.partition(d_rr, k, axis=1)[:, k]
     r_fake = np.partition(d_ff, k, axis=1)[:, k]
