@@ -130,25 +130,17 @@ def tune_default_cfg(target: Path, val) -> dict:
 BEST_GUESS_CFG_GRID = (-0.6, -0.3, 0.0)
 
 
-# plain samples of predict's best-guess pass: the expected-GeoScore rule is a Monte Carlo Bayes
-# decision, and with almost no photo signal its answer is the prior's Bayes point, which 128 samples
-# estimate too noisily to match the best constant location (1,187 against 1,201 on the test photos)
-BEST_GUESS_SAMPLES = 512
-
-
 def calibrate_predictions(target: Path, val) -> dict:
     """On the validation photos: split-conformal credible masses, then the best-guess rule and its
-    guidance weight (expected GeoScore), all written to target/globeflow.json with the best guess's
-    own sample count (BEST_GUESS_SAMPLES)."""
+    guidance weight (expected GeoScore), both written to target/globeflow.json."""
     emb, truth = torch.from_numpy(val.embeddings), torch.from_numpy(val.latlon)
     draws = tuning.own_samples(Geolocator.from_pretrained(target), emb, samples=128)
     masses = tuning.fit_credible_masses(target, emb, truth, note="validation photos", draws=draws)
     best = tuning.choose_best_guess(target, emb, val.latlon, draws, note="validation photos",
                                     grid=BEST_GUESS_CFG_GRID)
-    tuning._update_meta(target, best_guess_samples=BEST_GUESS_SAMPLES, best_guess_steps=32)
     scores = tuning.score_labels(best["held_out_geoscore"])
     return {"credible_masses": masses, "best_guess": {"rule": best["rule"], "cfg": best["cfg"],
-                                                      "samples": BEST_GUESS_SAMPLES, "validation_geoscore": scores}}
+                                                      "validation_geoscore": scores}}
 
 
 def cells_same_photos(train, val, test, seed: int = 0) -> dict:

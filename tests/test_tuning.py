@@ -92,6 +92,8 @@ def test_more_best_guess_samples_at_the_same_weight_get_their_own_pass(tmp_path)
     expected = geo.point_estimate(emb[:1], 64, steps=32, seed=0, precision="auto")[0].double().numpy()
     assert np.allclose(pred.best_guess, expected)
     assert geo.predict(emb[:1], seed=0, num_samples=16)[0].best_guess_source != "separate"
+    from globeflow.prediction import with_guidance  # the output states the pass's weight: the samples' own
+    assert with_guidance(pred, None, geo.default_cfg, None).best_guess_cfg == geo.default_cfg
 
 
 def test_best_guess_rule_and_weight_of_highest_held_out_geoscore_are_written_and_used(tmp_path):

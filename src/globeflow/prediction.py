@@ -171,9 +171,10 @@ class Prediction:
 def with_guidance(pred: Prediction, cfg: float | None, default_cfg: float | None,
                   best_guess_cfg: float | None) -> Prediction:
     """``pred`` with the guidance weights it came from recorded: its samples at ``cfg`` (None = the
-    model's ``default_cfg``), and a separate best guess at the model's ``best_guess_cfg``."""
+    model's ``default_cfg``), and a separate best guess at the model's ``best_guess_cfg`` (None: the
+    samples' own weight, a larger pass of the same distribution)."""
     w = default_cfg if cfg is None else cfg
-    bg = best_guess_cfg if pred.best_guess_source == "separate" else None
+    bg = (w if best_guess_cfg is None else best_guess_cfg) if pred.best_guess_source == "separate" else None
     return replace(pred, cfg=None if w is None else float(w), best_guess_cfg=None if bg is None else float(bg))
 
 
