@@ -73,7 +73,8 @@ def evaluate_model(geo: Geolocator, emb: np.ndarray, truth: np.ndarray, *, sampl
     latlon, lp = np.concatenate(latlon), np.concatenate(lp)
     points = {rule: best_guesses(latlon, lp, rule) for rule in BEST_GUESS_RULES}  # from the density's samples
     best = points[geo.info.best_guess]
-    if geo.separate_best_guess(cfg, samples):  # as Geolocator.predict: the best guess has its own pass
+    separate = geo.separate_best_guess(cfg, samples)
+    if separate:  # as Geolocator.predict: the best guess has its own pass
         best = np.concatenate([geo.point_estimate(emb[i:i + 64], k_best, steps=s_best, seed=i).numpy()
                                for i in range(0, len(emb), 64)])
     lp_truth = geo.log_prob(emb, truth, cfg=cfg, steps=steps or DEFAULT_STEPS).numpy()
@@ -81,7 +82,8 @@ def evaluate_model(geo: Geolocator, emb: np.ndarray, truth: np.ndarray, *, sampl
     loc = lp.mean(1)
     out = {"samples": k, "steps": s, "best_guess_samples": k_best, "best_guess_steps": s_best,
            "point": point_metrics(best, truth), "best_guess": geo.info.best_guess,
-           "best_guess_cfg": geo.info.best_guess_cfg if geo.separate_best_guess(cfg, samples) else geo._cfg(cfg),
+           "best_guess_cfg": geo.info.best_guess_cfg if separate and geo.info.best_guess_cfg is not None
+           else geo._cfg(cfg),
            "point_by_rule": {rule: point_metrics(x, truth) for rule, x in points.items()},
            "nll": nll_summary(lp_truth),
            "calibration": calibration(lp_truth, lp, masses=masses),
