@@ -12,8 +12,13 @@ Recipe (the same as ``globeflow evaluate``'s, density first): rfm width 128, dep
 most 2,000 AdamW steps with warmup + cosine learning rate, EMA 0.999 weights, conditioning dropout
 0.5; every 250 steps the NLL of the validation photographers' locations under the null condition
 (the prior that guidance shrinks towards) is measured and the best EMA weights ship (early stopping
-after 3 checks without gain). --mp16-rows adds MP-16 locations as extra null-condition rows (off by
-default, so that the comparison with the cells baseline trained on the same photos is like for like).
+after 3 checks without gain).
+
+The ``+prior`` variant (measured, not shipped: docs/default_model.md) adds MP-16 photo locations as
+null-condition rows beside the photos repeated: ``--mp16-rows 100000 --repeat 10 --batch-size 1024
+--steps 5000 --fourier-features 64 --fourier-scale 512``. With extra rows the baselines get them
+too: the cells baseline is also fitted with them as its prior part, and the best constant location
+is also chosen on photos + rows in the model's proportions.
 
 The shipped guidance weight (``default_cfg`` in globeflow.json) is chosen on the validation
 photographers among w ∈ {−1, −0.95, …, 0}: v = (1 + w)·v_cond − w·v_uncond, so w < 0 shrinks the
@@ -24,8 +29,7 @@ NLL (nats/sr) of the model and of the quadtree geocell baseline (``globeflow.bas
 trained on the same photos (training + validation); 90 % credible-region coverage; point metrics
 (GeoScore, km, acc@km) of the best guess as predictions make it (rule and weight chosen on
 validation by expected GeoScore, 128 samples), of the old best-of-32 highest-density sample, and of
-the best constant location (the training photo location of highest mean GeoScore over the
-training + validation photos).
+the best constant locations.
 """
 
 from __future__ import annotations
@@ -77,8 +81,7 @@ def mixed_training_rows(train, mp16_rows: int, repeat: int) -> T.MemoryData:
     """Training photos ×repeat plus ``mp16_rows`` MP-16 locations with the null (zero) embedding."""
     if mp16_rows == 0:
         return T.MemoryData.from_latlon(np.tile(train.latlon, (repeat, 1)), np.tile(train.embeddings, (repeat, 1)))
-    ll = np.loadtxt(MP16, delimiter=",", skiprows=1)
-    ll = ll[np.random.default_rng(0).choice(len(ll), mp16_rows, replace=False)].reshape(-1, 2)
+    ll = load_mp16(mp16_rows)
     emb = np.concatenate([np.tile(train.embeddings, (repeat, 1)), np.zeros((mp16_rows, train.embeddings.shape[1]),
                                                                              np.float32)])
     latlon = np.concatenate([np.tile(train.latlon, (repeat, 1)), ll])
@@ -99,9 +102,11 @@ def fit(cfg: T.TrainConfig, data: T.MemoryData, val: T.MemoryData, info: ModelIn
 
 def train_default(train, val, args) -> dict:
     steps, mp16_rows, repeat, cond_drop = args.steps, args.mp16_rows, args.repeat, args.cond_drop
-    cfg = T.TrainConfig(family="rfm", dim=args.dim, depth=args.depth, expansion=4, steps=steps, batch_size=256,
-                        lr=args.lr, weight_decay=0.01, warmup_steps=200, ema_decay=0.999, cond_drop=cond_drop,
-                        val_every=args.val_every, val_max=10_000, val_nll_points=10_000, val_nll_steps=16,
+    cfg = T.TrainConfig(family="rfm", dim=args.dim, depth=args.depth, expansion=4, steps=steps,
+                        batch_size=args.batch_size, fourier_features=args.fourier_features,
+                        fourier_scale=args.fourier_scale, lr=args.lr, weight_decay=0.01, warmup_steps=200,
+                        ema_decay=0.999, cond_drop=cond_drop, val_every=args.val_every, val_max=10_000,
+                        val_nll_points=10_000, val_nll_steps=32 if args.fourier_features else 16,
                         patience=args.patience, checkpoint_every=steps)
     info = ModelInfo(family="rfm", encoder="efficientnet-lite0", modality="image", model_id=MODEL_ID,
                      training={"data": f"data/im2gps3k/efficientnet-lite0 (Im2GPS3k subset, 2,287 photos) x{repeat}"
@@ -130,12 +135,39 @@ def tune_default_cfg(target: Path, val) -> dict:
 BEST_GUESS_CFG_GRID = (-0.6, -0.3, 0.0)
 
 
-def calibrate_predictions(target: Path, val) -> dict:
-    """On the validation photos: split-conformal credible masses, then the best-guess rule and its
-    guidance weight (expected GeoScore), both written to target/globeflow.json."""
+def cross_fitted_ranks(train, val, args, w: float, samples: int = 128) -> np.ndarray:
+    """(N,) coverage ranks of every training photo under a model trained without its photographer:
+    ``args.conformal_folds`` folds of the training photographers (stable hash), each fold's model
+    trained by the same recipe on the other folds (early stopping on ``val``) and sampled at weight w."""
+    import dataclasses
+    import zlib
+
+    from globeflow.credible import coverage_ranks
+
+    fold = np.array([zlib.crc32(str(g).encode()) % args.conformal_folds for g in train.groups])
+    ranks = np.zeros(len(train))
+    for k in range(args.conformal_folds):
+        held = fold == k
+        with tempfile.TemporaryDirectory() as tmp:
+            train_default(train.select(~held), val, argparse.Namespace(**{**vars(args), "target": Path(tmp)}))
+            geo = Geolocator.from_pretrained(tmp)
+            geo = Geolocator(geo.net, dataclasses.replace(geo.info, default_cfg=w))
+            emb, truth = torch.from_numpy(train.embeddings[held]), torch.from_numpy(train.latlon[held])
+            _, lp = tuning.own_samples(geo, emb, samples=samples)
+            ranks[held] = coverage_ranks(geo.log_prob(emb, truth, steps=64).numpy(), lp)
+    return ranks
+
+
+def calibrate_predictions(target: Path, val, extra_ranks: np.ndarray | None = None) -> dict:
+    """On the validation photos: split-conformal credible masses (pooled with ``extra_ranks``, the
+    cross-fitted training photos' ranks, when given), then the best-guess rule and its guidance weight
+    (expected GeoScore), both written to target/globeflow.json."""
     emb, truth = torch.from_numpy(val.embeddings), torch.from_numpy(val.latlon)
     draws = tuning.own_samples(Geolocator.from_pretrained(target), emb, samples=128)
-    masses = tuning.fit_credible_masses(target, emb, truth, note="validation photos", draws=draws)
+    masses = tuning.fit_credible_masses(target, emb, truth, note="validation photos", draws=draws,
+                                        extra_ranks=extra_ranks,
+                                        extra_note="training photos scored by models trained without their "
+                                                   "photographer (cross-fitted)")
     best = tuning.choose_best_guess(target, emb, val.latlon, draws, note="validation photos",
                                     grid=BEST_GUESS_CFG_GRID)
     scores = tuning.score_labels(best["held_out_geoscore"])
@@ -143,24 +175,31 @@ def calibrate_predictions(target: Path, val) -> dict:
                                                       "validation_geoscore": scores}}
 
 
-def cells_same_photos(train, val, test, seed: int = 0) -> dict:
+def load_mp16(rows: int) -> np.ndarray:
+    """``rows`` MP-16 locations (R, 2) degrees, the same ones the model trains on."""
+    ll = np.loadtxt(MP16, delimiter=",", skiprows=1)
+    return ll[np.random.default_rng(0).choice(len(ll), rows, replace=False)].reshape(-1, 2)
+
+
+def cells_same_photos(train, val, test, prior: np.ndarray | None = None, seed: int = 0) -> dict:
     """The quadtree geocell baseline fitted on the training + validation photos (its own photographer
-    split stops its training): mean NLL (nats/sr) of the test photos and its point metrics."""
+    split stops its training), with ``prior`` (P, 2) degrees as its prior part when given: mean NLL
+    (nats/sr) of the test photos and its point metrics."""
     from globeflow.baselines import make_baseline
 
     emb = np.concatenate([train.embeddings, val.embeddings])
     model = make_baseline("cells").fit(emb, np.concatenate([train.latlon, val.latlon]),
-                                       np.concatenate([train.groups, val.groups]), seed=seed)
-    return {"nll": float(-model.log_prob(test.embeddings, test.latlon).mean()),
-            "cells": int(len(model.cells)), "point": point_metrics(model.point_estimate(test.embeddings), test.latlon)}
+                                       np.concatenate([train.groups, val.groups]), seed=seed, prior=prior)
+    return {"nll": float(-model.log_prob(test.embeddings, test.latlon).mean()), "prior_rows": 0 if prior is None
+            else len(prior), "cells": int(len(model.cells)),
+            "point": point_metrics(model.point_estimate(test.embeddings), test.latlon)}
 
 
-def best_constant(train, val, test) -> dict:
-    """The one location (among the training + validation photos') of highest mean GeoScore over those
-    photos, and its point metrics on the test photos."""
-    ll = np.concatenate([train.latlon, val.latlon])
-    scores = np.array([geoscore(haversine_km(np.repeat(ll[i:i + 1], len(ll), 0), ll)).mean() for i in range(len(ll))])
-    best = ll[int(np.argmax(scores))]
+def best_constant(candidates: np.ndarray, scored: np.ndarray, test) -> dict:
+    """The one location among ``candidates`` (C, 2) of highest mean GeoScore over ``scored`` (N, 2)
+    degrees, and its point metrics on the test photos."""
+    scores = np.array([geoscore(haversine_km(np.repeat(c[None], len(scored), 0), scored)).mean() for c in candidates])
+    best = candidates[int(np.argmax(scores))]
     return {"lat": float(best[0]), "lon": float(best[1]), "seen_geoscore": float(scores.max()),
             **point_metrics(np.repeat(best[None], len(test.latlon), 0), test.latlon)}
 
@@ -216,9 +255,21 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=ROOT / "docs" / "default_model.json")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cond-drop", type=float, default=0.5, help="conditioning dropout rate")
-    parser.add_argument("--mp16-rows", type=int, default=0, help="MP-16 locations added as null-condition rows")
-    parser.add_argument("--repeat", type=int, default=1, help="times the training photos are repeated")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--fourier-features", type=int, default=0,
+                        help="Fourier position features (0: PLONK's Linear on the point; the +prior variant: 64)")
+    parser.add_argument("--fourier-scale", type=int, default=0,
+                        help="their highest angular frequency, rad⁻¹ (the +prior variant: 512)")
+    parser.add_argument("--mp16-rows", type=int, default=0,
+                        help="MP-16 locations added as null-condition rows (0: the photos only; the +prior "
+                             "variant: 100000)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="times the training photos are repeated (the +prior variant: 10)")
     parser.add_argument("--target", type=Path, default=TARGET, help="where the selected model is written")
+    parser.add_argument("--conformal-folds", type=int, default=0,
+                        help="K > 0: also score the training photos by K models trained without their "
+                             "photographers and pool those ranks with the validation photos' for the credible "
+                             "masses (K more trainings)")
     parser.add_argument("--refit-only", action="store_true",
                         help="keep the trained weights in --target; re-choose default_cfg, the credible masses "
                              "and the best guess")
@@ -228,18 +279,28 @@ def main() -> None:
     report = {"photos": {"train": len(train), "val": len(val), "test": len(test)},
               "photographers": {"train": len(set(train.groups)), "val": len(set(val.groups)),
                                 "test": len(set(test.groups))}}
-    if args.refit_only:
+    if not args.evaluate_only:
+        if not args.refit_only:
+            report["train_default"] = train_default(train, val, args)
         report["default_cfg"] = tune_default_cfg(args.target, val)
-        report.update(calibrate_predictions(args.target, val))
-    elif not args.evaluate_only:
-        report["train_default"] = train_default(train, val, args)
-        report["default_cfg"] = tune_default_cfg(args.target, val)
-        report.update(calibrate_predictions(args.target, val))
+        extra = None
+        if args.conformal_folds:
+            extra = cross_fitted_ranks(train, val, args, report["default_cfg"]["chosen"])
+            report["cross_fitted_nominal_coverage"] = {f"{lv:g}": float((extra <= lv).mean()) for lv in (0.5, 0.9)}
+        report.update(calibrate_predictions(args.target, val, extra))
     report["default"] = evaluate(args.target, test, True)
     report["test_nll_by_cfg"] = test_nll_by_cfg(args.target, test)
+    photos = np.concatenate([train.latlon, val.latlon])
     report["cells_same_photos"] = cells_same_photos(train, val, test)
     report["nll_vs_cells"] = report["default"]["nll"] - report["cells_same_photos"]["nll"]
-    report["best_constant_location"] = best_constant(train, val, test)
+    report["best_constant_location"] = best_constant(photos, photos, test)
+    if args.mp16_rows:  # the baselines get the model's extra rows too
+        prior = load_mp16(args.mp16_rows)
+        report["cells_same_rows"] = cells_same_photos(train, val, test, prior=prior)
+        report["nll_vs_cells_same_rows"] = report["default"]["nll"] - report["cells_same_rows"]["nll"]
+        candidates = np.concatenate([photos, prior[np.random.default_rng(1).choice(len(prior), 5000, replace=False)]])
+        report["best_constant_location_same_rows"] = best_constant(  # the rows in the model's proportions
+            candidates, np.concatenate([np.tile(photos, (args.repeat, 1)), prior]), test)
     report["size_mb"] = round(sum(p.stat().st_size for p in args.target.iterdir()) / 2**20, 2)
     args.report.write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if not k.startswith("train_")}, indent=1))

@@ -59,14 +59,15 @@ def select_places(gaz: G.Gazetteer, places: int, split: str, popularity: np.ndar
 
 def build_rows(gaz: G.Gazetteer, chosen: np.ndarray, caps: R.Captions, repeat: int,
                popularity: np.ndarray | None = None, regions: bool = True, extra: int = 3,
-               split: str = "ship", landmark_repeat: int = 0) -> R.Rows:
-    """Gazetteer forms (bare names repeated by namesake popularity when ``popularity`` is given),
+               split: str = "ship", landmark_repeat: int = 0, temper: float = 1.0) -> R.Rows:
+    """Gazetteer forms (bare names repeated by namesake popularity when ``popularity`` is given, shared
+    in proportion to (1 + popularity) ** ``temper``: below 1 the small namesakes keep more of a name),
     standalone region/country names, Natural Earth's named places ``landmark_repeat`` times, and the
     captions ``repeat`` times; famous-place strings dropped,
     and for the 'report' split also every row whose whole text is a held-out place name (e.g. a region
     named like a held-out city)."""
     rows = R.Rows()
-    forms = G.form_rows(gaz, chosen, None if popularity is None else 1 + popularity, extra)
+    forms = G.form_rows(gaz, chosen, None if popularity is None else (1.0 + popularity) ** temper, extra)
     for kind in G.FORMS:
         m = forms.form == kind
         rows.add(forms.text[m], forms.latlon[m], f"gazetteer:{kind}")
@@ -130,6 +131,7 @@ def calibration_captions(caps: R.Captions) -> R.Captions:
 
 
 CFG_GRID = (-0.8, -0.6, -0.4, -0.2, 0.0)
+CFG_UNTILS = (1.0, 0.9, 0.7, 0.5)  # ends of the guidance interval tried with each weight (sampling.Field)
 BEST_GUESS_CFG_GRID = (-0.2, 0.0, 0.5, 1.0)  # weights tried for the expected-GeoScore best guess
 
 
@@ -151,7 +153,7 @@ def calibrate(folder: Path, caps: R.Captions, count: int = 0, samples: int = SAM
     emb = torch.from_numpy(embed_cached(list(caps.text), get_encoder("minilm-l6")))
     truth = torch.from_numpy(caps.latlon)
     note = f"NonCommercial/NoDerivs captions of {len(set(caps.author))} authors outside the test split"
-    cfg = tuning.choose_default_cfg(folder, emb, truth, CFG_GRID, steps=32, note=note)
+    cfg = tuning.choose_default_cfg(folder, emb, truth, CFG_GRID, steps=32, note=note, untils=CFG_UNTILS)
     geo = Geolocator.from_pretrained(folder)
     masses = tuning.fit_credible_masses(folder, emb, truth, note=note, density_steps=32, steps=steps,
                                         draws=tuning.own_samples(geo, emb, samples=samples, steps=steps))
@@ -178,6 +180,8 @@ def main() -> None:
     p.add_argument("--prior-rows", type=int, default=100_000)
     p.add_argument("--namesake-extra", type=int, default=3,
                    help="extra bare-name rows per namesake, shared by photo popularity (0: one row each)")
+    p.add_argument("--namesake-temper", type=float, default=1.0,
+                   help="exponent of (1 + popularity) when the extra rows are shared (1: in proportion)")
     p.add_argument("--popular-places", type=int, default=5000,
                    help="places (by photo popularity) whose names and forms get --popular-repeat copies")
     p.add_argument("--popular-repeat", type=int, default=5, help="1 = off; the shipped model: 5")
@@ -212,6 +216,7 @@ def main() -> None:
     caps = R.load_captions()
     keep = R.permitted(caps.license) & (~R.test_authors(caps) if args.split == "report" else True)
     rows = build_rows(gaz, chosen, caps.select(keep), args.caption_repeat, popularity, extra=args.namesake_extra,
+                      temper=args.namesake_temper,
                       split=args.split, landmark_repeat=args.landmark_repeat)
     rows = repeat_popular(rows, gaz, chosen[:args.popular_places], args.popular_repeat)
     log.info("rows %s from %d places, %d captions", rows.counts(), len(chosen), int(keep.sum()))
@@ -222,6 +227,7 @@ def main() -> None:
     info = ModelInfo(family="rfm", encoder="minilm-l6", modality="text", model_id=R.MODEL_ID, training={
         "split": args.split, "places": int(len(chosen)), "rows": rows.counts(), "prior_rows": args.prior_rows,
         "caption_repeat": args.caption_repeat, "captions": int(keep.sum()), "namesake_extra": args.namesake_extra,
+        "namesake_temper": args.namesake_temper,
         "popular_places": args.popular_places, "popular_repeat": args.popular_repeat,
         "landmark_repeat": args.landmark_repeat,
         "held_out_strings": "data/text/famous_places.csv (exact, case-insensitive)",

@@ -88,6 +88,19 @@ def test_namesakes_share_rows_by_photo_popularity(gaz):
     assert set(short.text[short.form == "name_country"]) == {"Paris, United States"}
 
 
+@needs_captions
+def test_tempered_popularity_keeps_small_namesakes(gaz):
+    ttm = _train_script()
+    pop = G.photo_popularity(gaz, R.prior_locations(100_000))
+    caps = R.load_captions()
+    caps = caps.select(np.arange(len(caps)) < 1)
+    share = {}
+    for temper in (1.0, 0.5):
+        rows = ttm.build_rows(gaz, np.flatnonzero(gaz.name == "Springfield"), caps, 1, pop, extra=8, temper=temper)
+        bare = np.concatenate(rows.latlon)[np.array(rows.text) == "Springfield"]
+        share[temper] = np.mean(haversine_km(bare, np.array([44.05, -123.0])) < 300)  # Springfield, Oregon
+    assert share[0.5] > share[1.0] > 0  # the Oregon namesake gains rows when popularity is tempered
+
 def test_region_and_country_names_target_their_places(gaz):
     pop = G.photo_popularity(gaz, R.prior_locations(20_000))
     texts, latlon = G.region_rows(gaz, pop)

@@ -27,14 +27,18 @@ def test_default_cfg_is_the_weight_of_lowest_held_out_nll(tmp_path):
     shutil.copytree(MODEL, folder)
     emb, truth = held_out_rows()
     grid = (-1.0, 0.0, 1.0)
-    out = tuning.choose_default_cfg(folder, emb, truth, grid, steps=16, note="test rows")
-    curve = out["held_out_nll"]
-    assert out["chosen"] == min(curve, key=curve.get)
+    out = tuning.choose_default_cfg(folder, emb, truth, grid, steps=16, note="test rows", untils=(1.0, 0.5))
+    curve = out["held_out_nll"]  # "w" (guidance on the whole path) or "w until u"
+    assert set(curve) == {"-1", "0", "1", "-1 until 0.5", "0 until 0.5", "1 until 0.5"}
+    chosen = f"{out['chosen']:g}" + ("" if out["cfg_until"] == 1 else f" until {out['cfg_until']:g}")
+    assert curve[chosen] == min(curve.values())
     # the hemisphere condition carries real signal for northern truths: the prior (w = −1) is worst
-    assert curve[-1.0] > curve[0.0]
+    assert curve["-1"] > curve["0"] and curve["-1"] > curve["-1 until 0.5"]
+    assert curve["0"] == curve["0 until 0.5"]  # w = 0 is the conditional field whatever the interval
     meta = json.loads((folder / "globeflow.json").read_text())
     assert meta["default_cfg"] == out["chosen"] and meta["training"]["default_cfg_selection"]["rows"] == len(truth)
-    assert Geolocator.from_pretrained(folder).default_cfg == out["chosen"]
+    geo = Geolocator.from_pretrained(folder)
+    assert (geo.default_cfg, geo.info.cfg_until) == (out["chosen"], out["cfg_until"])
 
 
 def test_credible_masses_are_fitted_and_stated(tmp_path):

@@ -54,6 +54,8 @@ class ModelInfo:
     model_id: str = "unnamed"
     training: dict = field(default_factory=dict)
     default_cfg: float = 0.0  # guidance weight when a call passes cfg=None (−1 = the unconditional prior)
+    # the guidance acts while gamma < cfg_until (sampling.Field; 1 = on the whole path, PLONK's)
+    cfg_until: float = 1.0
     # stated credible level ("0.9") → the HPD mass that covers the truth that often on held-out data
     # (split-conformal, fitted by the training script); empty: regions use the nominal mass
     credible_masses: dict = field(default_factory=dict)
@@ -74,14 +76,16 @@ class ModelInfo:
     def to_dict(self) -> dict:
         return {"family": self.family, "schedule": self.schedule, "encoder": self.encoder,
                 "modality": self.modality, "sampler": self.sampler, "model_id": self.model_id,
-                "training": self.training, "default_cfg": self.default_cfg, "credible_masses": self.credible_masses,
+                "training": self.training, "default_cfg": self.default_cfg, "cfg_until": self.cfg_until,
+                "credible_masses": self.credible_masses,
                 "best_guess": self.best_guess, "best_guess_cfg": self.best_guess_cfg,
                 "default_samples": self.default_samples, "default_steps": self.default_steps,
                 "best_guess_samples": self.best_guess_samples, "best_guess_steps": self.best_guess_steps}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelInfo":
-        known = {"family", "schedule", "encoder", "modality", "sampler", "model_id", "training", "default_cfg", "credible_masses",
+        known = {"family", "schedule", "encoder", "modality", "sampler", "model_id", "training", "default_cfg",
+                 "cfg_until", "credible_masses",
                  "best_guess", "best_guess_cfg", "default_samples", "default_steps", "best_guess_samples",
                  "best_guess_steps"}
         unknown = set(data) - known

@@ -344,7 +344,7 @@ def _direction_log_probs(geo, e: torch.Tensor, u: torch.Tensor, xyz: torch.Tenso
     for i in range(0, len(e), per):
         rows = slice(i, i + per)
         with torch.no_grad():
-            out.append(density.direction_log_prob(Field(geo.net, e[rows], cfg), geo.family, u[rows].to(geo.dtype),
+            out.append(density.direction_log_prob(Field(geo.net, e[rows], cfg, cfg_until=geo.info.cfg_until), geo.family, u[rows].to(geo.dtype),
                                                   shell.rows(rows), grid, nodes=s.r3_nodes).double())
     return torch.cat(out).numpy()
 

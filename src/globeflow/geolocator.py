@@ -168,7 +168,7 @@ class Geolocator:
         chunk = max(1, points // max(K, 1))
         xs, lps = [], []
         for i in range(0, M, chunk):
-            field = Field(self.net, emb[i:i + chunk], cfg, precision)
+            field = Field(self.net, emb[i:i + chunk], cfg, precision, self.info.cfg_until)
             x0 = noise[i:i + chunk].to(self.device, self.dtype)
             with torch.no_grad():
                 if self.family == "rfm":
@@ -243,7 +243,7 @@ class Geolocator:
                       steps: int, radial_nodes: int = 24) -> tuple[Tensor, int]:
         grid = density.gamma_grid(self.schedule, steps, x.dtype, data_dense=self.sharp_field)
         if self.family == "rfm" or divergence == "ambient":
-            field = Field(net, emb, cfg)
+            field = Field(net, emb, cfg, cfg_until=self.info.cfg_until)
             if solver == "official":
                 return density.sphere_log_prob_official(field, x, self.schedule, divergence)
             return self._chunked(net, emb, x, cfg, lambda f, xs, rows: density.sphere_log_prob_fast(
@@ -262,7 +262,7 @@ class Geolocator:
         per = max(1, max_points // max(K, 1))
         outs = []
         for i in range(0, emb.shape[0], per):
-            field, rows = Field(net, emb[i:i + per], cfg), slice(i, i + per)
+            field, rows = Field(net, emb[i:i + per], cfg, cfg_until=self.info.cfg_until), slice(i, i + per)
             cols = [fn(field, x[rows, j:j + max_points], rows) for j in range(0, K, max_points)]
             outs.append(torch.cat(cols, dim=1))
         return torch.cat(outs).detach()

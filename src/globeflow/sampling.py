@@ -53,59 +53,71 @@ class Field:
     emb: (M, C); cfg: guidance weight w ≥ −1 in v = (1 + w)·v_cond − w·v_uncond: 0 = the conditional
     field (1 network call), w > 0 sharpens, −1 < w < 0 shrinks towards the unconditional prior, and
     −1 is the prior alone (1 network call, the null condition).
+    cfg_until: the guidance acts while gamma < cfg_until and the conditional field (w = 0) drives the
+    rest of the path (guidance in a limited interval, Kynkäänniemi et al. 2024): the noisy part
+    decides how mass is shared between regions, the data end how sharp each mode is. 1 = everywhere
+    (PLONK). The field stays one deterministic vector field, so ODE densities remain exact.
     precision: ``fp32`` | ``bf16`` | ``auto`` arithmetic of the blocks' matmuls in :meth:`__call__` and
     :meth:`directional` (:mod:`globeflow.precision`); densities of given points (:mod:`globeflow.density`)
     build their fields with the default ``fp32``.
     """
 
-    def __init__(self, net: Denoiser, emb: Tensor, cfg: float = 0.0, precision: str = "fp32") -> None:
+    def __init__(self, net: Denoiser, emb: Tensor, cfg: float = 0.0, precision: str = "fp32",
+                 cfg_until: float = 1.0) -> None:
         if not cfg >= -1:
             raise ValueError(f"cfg must be ≥ −1 (−1 = the unconditional prior); got {cfg}")
-        self.net, self.emb, self.cfg = net, emb, float(cfg)
+        if not 0 < cfg_until <= 1:
+            raise ValueError(f"cfg_until must be in (0, 1] (1 = guidance on the whole path); got {cfg_until}")
+        self.net, self.emb, self.cfg, self.until = net, emb, float(cfg), float(cfg_until)
         self.null = torch.zeros_like(emb[:1])
         self.precision = resolve_precision(precision, emb.device)
         if self.precision == "bf16" and emb.dtype != torch.float32:
             self.precision = "fp32"  # bf16 matmuls are a float32 speed-up; a float64 network stays float64
         self._apply = net.apply_bf16 if self.precision == "bf16" else net.apply
         # cond_mapper outputs (M, dim) and (1, dim): independent of gamma, so computed once for every step
-        self._cond = None if self.cfg == -1 else net.cond_mapper(emb)
+        self._cond = None if self.cfg == -1 and self.until == 1 else net.cond_mapper(emb)
         self._cond_null = net.cond_mapper(self.null) if self.cfg != 0 else None
 
-    def modulations(self, gamma: Tensor) -> tuple[Tensor, Tensor | None]:
-        """gamma: 0-d tensor → (M, P) conditional and (1, P) unconditional modulations.
+    def weight(self, gamma: Tensor) -> float:
+        """The guidance weight at ``gamma`` (0-d): ``cfg`` while gamma < ``cfg_until``, else 0."""
+        return self.cfg if self.until == 1 or float(gamma) < self.until else 0.0
 
-        For cfg = −1 the first is the null condition's (1, P), broadcast over M, and the second None.
+    def modulations(self, gamma: Tensor) -> tuple[Tensor, Tensor | None, float]:
+        """gamma: 0-d tensor → (M, P) conditional and (1, P) unconditional modulations, and the weight.
+
+        At weight −1 the first is the null condition's (1, P), broadcast over M, and the second None.
         """
+        w = self.weight(gamma)
         g = gamma.to(device=self.emb.device, dtype=self.emb.dtype).reshape(1)
-        if self.cfg == -1:
-            return self.net.modulation(self.null, g, self._cond_null), None
+        if w == -1:
+            return self.net.modulation(self.null, g, self._cond_null), None, w
         mod_c = self.net.modulation(self.emb, g.expand(self.emb.shape[0]), self._cond)
-        mod_u = self.net.modulation(self.null, g, self._cond_null) if self.cfg != 0 else None
-        return mod_c, mod_u
+        mod_u = self.net.modulation(self.null, g, self._cond_null) if w != 0 else None
+        return mod_c, mod_u, w
 
-    def _combine(self, x: Tensor, mod_c: Tensor, mod_u: Tensor | None) -> Tensor:
+    def _combine(self, x: Tensor, mod_c: Tensor, mod_u: Tensor | None, w: float) -> Tensor:
         v = self._apply(x, mod_c)
         if mod_u is None:
             return v
-        return (1 + self.cfg) * v - self.cfg * self._apply(x, mod_u)
+        return (1 + w) * v - w * self._apply(x, mod_u)
 
     def __call__(self, x: Tensor, gamma: Tensor) -> Tensor:
         """x (M, K, 3) → v (M, K, 3)."""
-        mod_c, mod_u = self.modulations(gamma)
+        mod_c, mod_u, w = self.modulations(gamma)
         dtype = mod_c.dtype
-        out = self._combine(x.to(dtype), mod_c[:, None], None if mod_u is None else mod_u[:, None])
+        out = self._combine(x.to(dtype), mod_c[:, None], None if mod_u is None else mod_u[:, None], w)
         return out.to(x.dtype)
 
     def directional(self, x: Tensor, gamma: Tensor, tangents: Tensor) -> tuple[Tensor, Tensor]:
         """x (M, K, 3), tangents (M, K, T, 3) → v (M, K, 3) and J·tangents (M, K, T, 3) (forward mode)."""
-        mod_c, mod_u = self.modulations(gamma)
+        mod_c, mod_u, w = self.modulations(gamma)
         dtype = mod_c.dtype
         xs, ts = x.to(dtype), tangents.to(dtype)
         bf16 = self.precision == "bf16"
         v, jt = self.net.apply_jvp(xs, ts, mod_c[:, None], bf16=bf16)
         if mod_u is not None:
             vu, jtu = self.net.apply_jvp(xs, ts, mod_u[:, None], bf16=bf16)
-            v, jt = (1 + self.cfg) * v - self.cfg * vu, (1 + self.cfg) * jt - self.cfg * jtu
+            v, jt = (1 + w) * v - w * vu, (1 + w) * jt - w * jtu
         return v.to(x.dtype), jt.to(x.dtype)
 
     def with_jacobian(self, x: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:

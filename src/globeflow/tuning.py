@@ -38,13 +38,25 @@ def nll_by_cfg(geo: Geolocator, emb: torch.Tensor, truth: torch.Tensor, grid: Se
 
 
 def choose_default_cfg(folder: Path, emb: torch.Tensor, truth: torch.Tensor, grid: Sequence[float],
-                       steps: int = 64, note: str = "") -> dict:
-    """Set folder's ``default_cfg`` to the weight of lowest held-out NLL; returns {chosen, nll curve}."""
-    curve = nll_by_cfg(Geolocator.from_pretrained(folder), emb, truth, grid, steps)
-    best = min(curve, key=curve.get)
-    _update_meta(folder, default_cfg=best, training={"default_cfg_selection": {
-        "held_out_nll": {f"{w:g}": round(v, 4) for w, v in curve.items()}, "rows": len(truth), "note": note}})
-    return {"chosen": best, "held_out_nll": curve}
+                       steps: int = 64, note: str = "", untils: Sequence[float] = (1.0,)) -> dict:
+    """Set folder's ``default_cfg`` (and ``cfg_until``, the end of the guidance interval, see
+    :class:`globeflow.sampling.Field`) to the pair of lowest held-out NLL over ``grid`` × ``untils``;
+    returns {chosen, cfg_until, held_out_nll curve}."""
+    import dataclasses
+
+    geo = Geolocator.from_pretrained(folder)
+    curve = {}
+    for until in untils:
+        limited = Geolocator(geo.net, dataclasses.replace(geo.info, cfg_until=float(until)))
+        for w, v in nll_by_cfg(limited, emb, truth, grid, steps).items():
+            curve[(w, float(until))] = v
+    best_w, best_until = min(curve, key=curve.get)
+    label = lambda w, u: f"{w:g}" if u == 1 else f"{w:g} until {u:g}"  # noqa: E731
+    _update_meta(folder, default_cfg=best_w, cfg_until=best_until, training={"default_cfg_selection": {
+        "held_out_nll": {label(w, u): round(v, 4) for (w, u), v in curve.items()}, "rows": len(truth),
+        "note": note}})
+    return {"chosen": best_w, "cfg_until": best_until,
+            "held_out_nll": {label(w, u): v for (w, u), v in curve.items()}}
 
 
 def own_samples(geo: Geolocator, emb: torch.Tensor, samples: int = 128, steps: int = 32,
@@ -58,18 +70,25 @@ def own_samples(geo: Geolocator, emb: torch.Tensor, samples: int = 128, steps: i
 
 def fit_credible_masses(folder: Path, emb: torch.Tensor, truth: torch.Tensor, note: str, samples: int = 128,
                         steps: int = 32, density_steps: int = 64, levels=(0.5, 0.9),
-                        draws: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+                        draws: tuple[np.ndarray, np.ndarray] | None = None,
+                        extra_ranks: np.ndarray | None = None, extra_note: str = "") -> dict[str, float]:
     """Split-conformal masses {level: HPD mass} on held-out rows, written to folder's globeflow.json with
     the ``default_samples`` and ``default_steps`` of predictions they hold for.
-    ``draws``: the rows' own samples from :func:`own_samples` of ``steps`` steps (drawn here when None)."""
+    ``draws``: the rows' own samples from :func:`own_samples` of ``steps`` steps (drawn here when None).
+    ``extra_ranks``: (E,) coverage ranks of more held-out rows (e.g. cross-fitted: rows scored by
+    models trained without them), pooled with these rows' ranks; ``extra_note`` says what they are."""
     geo = Geolocator.from_pretrained(folder)
     _, lp = draws if draws is not None else own_samples(geo, emb, samples, steps)
     ranks = coverage_ranks(geo.log_prob(emb, truth, steps=density_steps).numpy(), lp)
+    rows = f"{len(ranks)} {note}"
+    if extra_ranks is not None and len(extra_ranks):
+        ranks = np.concatenate([ranks, np.asarray(extra_ranks, dtype=np.float64)])
+        rows = f"{len(ranks)} rows ({rows} + {len(extra_ranks)} {extra_note})"
     masses = conformal_masses(ranks, levels)
     nominal = ", ".join(f"{lv:g}: {float((ranks <= lv).mean()):.3f}" for lv in levels)
     _update_meta(folder, credible_masses=masses, default_samples=int(lp.shape[1]), default_steps=int(steps),
                  training={"credible_masses_fit": (
-        f"split-conformal on {len(ranks)} {note} ({lp.shape[1]} own samples each, {steps} steps); "
+        f"split-conformal on {rows} ({lp.shape[1]} own samples each, {steps} steps); "
         f"nominal coverage there: {nominal}")})
     return masses
 

@@ -419,6 +419,7 @@ def main() -> None:
     popularity = ttm.place_popularity(gaz)
     rows = ttm.build_rows(gaz, ttm.select_places(gaz, args.places, "report", popularity), train_caps, 1, popularity,
                           extra=int(info_training.get("namesake_extra", 0)), split="report",
+                          temper=float(info_training.get("namesake_temper", 1.0)),
                           landmark_repeat=min(1, int(info_training.get("landmark_repeat", 0))))
 
     def training_rows() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
