@@ -58,6 +58,12 @@ def test_credible_masses_are_fitted_and_stated(tmp_path):
     samples, _ = geo.sample(emb[:1], 64, steps=8, seed=0, return_log_prob=True, precision="auto")
     assert np.allclose(pred.samples, samples[0].double().numpy())  # 8 steps, not 32
     assert not np.allclose(geo.predict(emb[:1], steps=32)[0].samples, pred.samples)
+    # cross-fitted ranks of more rows are pooled: 96 truths outside every region push both masses to the top
+    pooled = tuning.fit_credible_masses(folder, emb, truth, note="test rows", samples=64, steps=8, density_steps=16,
+                                        extra_ranks=np.ones(96), extra_note="cross-fitted rows")
+    assert pooled["0.5"] > masses["0.5"] and pooled["0.9"] == 0.999
+    fit = Geolocator.from_pretrained(folder).info.training["credible_masses_fit"]
+    assert "split-conformal on 120 rows (24 test rows + 96 cross-fitted rows)" in fit
     assert len(geo.predict(emb[:1], num_samples=16, steps=4)[0].samples) == 16
 
 
