@@ -10,7 +10,6 @@ them); the share of "Paris, Texas" samples reverse-geocoded to Texas. One line p
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import numpy as np
 import torch
@@ -35,7 +34,7 @@ def main() -> None:
     geo = Geolocator.from_pretrained(args.model)
     emb = geo.embed(["Paris", "Springfield", "Paris, Texas"])
     for until in (float(u) for u in args.until.split(",")):
-        limited = Geolocator(geo.net, dataclasses.replace(geo.info, cfg_until=until))
+        limited = geo.with_settings(cfg_until=until)
         for w in (float(w) for w in args.cfg.split(",")):
             ll = limited.sample(emb, args.samples, steps=16, cfg=w, seed=0).double().numpy()
             paris = np.mean(haversine_km(ll[0], PARIS_FR) < 100)

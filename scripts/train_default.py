@@ -44,6 +44,7 @@ import json
 import shutil
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ import torch
 
 from globeflow import training as T
 from globeflow.checkpoints import ModelInfo, load_checkpoint
+from globeflow.credible import coverage_ranks
 from globeflow.data.store import EmbeddingStore
 from globeflow.geolocator import Geolocator
 from globeflow.metrics import calibration, geoscore, haversine_km, point_metrics
@@ -144,19 +146,13 @@ def cross_fitted_ranks(train, val, args, w: float, samples: int = 128) -> np.nda
     """(N,) coverage ranks of every training photo under a model trained without its photographer:
     ``args.conformal_folds`` folds of the training photographers (stable hash), each fold's model
     trained by the same recipe on the other folds (early stopping on ``val``) and sampled at weight w."""
-    import dataclasses
-    import zlib
-
-    from globeflow.credible import coverage_ranks
-
     fold = np.array([zlib.crc32(str(g).encode()) % args.conformal_folds for g in train.groups])
     ranks = np.zeros(len(train))
     for k in range(args.conformal_folds):
         held = fold == k
         with tempfile.TemporaryDirectory() as tmp:
             train_default(train.select(~held), val, argparse.Namespace(**{**vars(args), "target": Path(tmp)}))
-            geo = Geolocator.from_pretrained(tmp)
-            geo = Geolocator(geo.net, dataclasses.replace(geo.info, default_cfg=w))
+            geo = Geolocator.from_pretrained(tmp).with_settings(default_cfg=w)
             emb, truth = torch.from_numpy(train.embeddings[held]), torch.from_numpy(train.latlon[held])
             _, lp = tuning.own_samples(geo, emb, samples=samples)
             ranks[held] = coverage_ranks(geo.log_prob(emb, truth, steps=64).numpy(), lp)

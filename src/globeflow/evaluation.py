@@ -334,7 +334,6 @@ def _direction_log_probs(geo, e: torch.Tensor, u: torch.Tensor, xyz: torch.Tenso
     """(M, K) direction log-densities (nats/sr) of unit u (M, K, 3); each photo's shell from its own
     samples xyz (M, S, 3); photos batched up to ``max_points`` ODE points per solve."""
     from globeflow import density
-    from globeflow.sampling import Field
 
     if len(e) == 0:
         return np.zeros((0, u.shape[1]))
@@ -344,7 +343,7 @@ def _direction_log_probs(geo, e: torch.Tensor, u: torch.Tensor, xyz: torch.Tenso
     for i in range(0, len(e), per):
         rows = slice(i, i + per)
         with torch.no_grad():
-            out.append(density.direction_log_prob(Field(geo.net, e[rows], cfg, cfg_until=geo.info.cfg_until), geo.family, u[rows].to(geo.dtype),
+            out.append(density.direction_log_prob(geo.field(e[rows], cfg), geo.family, u[rows].to(geo.dtype),
                                                   shell.rows(rows), grid, nodes=s.r3_nodes).double())
     return torch.cat(out).numpy()
 

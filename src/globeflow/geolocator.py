@@ -9,6 +9,7 @@ the official per-ambient-dimension "bits").
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -114,6 +115,16 @@ class Geolocator:
     def _cfg(self, cfg: float | None) -> float:
         return self.info.default_cfg if cfg is None else float(cfg)
 
+    def with_settings(self, **changes) -> "Geolocator":
+        """The same network (shared, not copied) with ``ModelInfo`` fields replaced, e.g.
+        ``geo.with_settings(default_cfg=-0.5, cfg_until=0.7)``."""
+        return Geolocator(self.net, dataclasses.replace(self.info, **changes), self.device)
+
+    def field(self, emb: Tensor, cfg: float, precision: str = "fp32", net: Denoiser | None = None) -> Field:
+        """The guided field of ``net`` (default: this model's) for embeddings (M, C) at weight ``cfg``,
+        with the model's guidance interval (``info.cfg_until``)."""
+        return Field(self.net if net is None else net, emb, cfg, precision, self.info.cfg_until)
+
     @property
     def dtype(self) -> torch.dtype:
         return next(self.net.parameters()).dtype
@@ -168,7 +179,7 @@ class Geolocator:
         chunk = max(1, points // max(K, 1))
         xs, lps = [], []
         for i in range(0, M, chunk):
-            field = Field(self.net, emb[i:i + chunk], cfg, precision, self.info.cfg_until)
+            field = self.field(emb[i:i + chunk], cfg, precision)
             x0 = noise[i:i + chunk].to(self.device, self.dtype)
             with torch.no_grad():
                 if self.family == "rfm":
@@ -243,7 +254,7 @@ class Geolocator:
                       steps: int, radial_nodes: int = 24) -> tuple[Tensor, int]:
         grid = density.gamma_grid(self.schedule, steps, x.dtype, data_dense=self.sharp_field)
         if self.family == "rfm" or divergence == "ambient":
-            field = Field(net, emb, cfg, cfg_until=self.info.cfg_until)
+            field = self.field(emb, cfg, net=net)
             if solver == "official":
                 return density.sphere_log_prob_official(field, x, self.schedule, divergence)
             return self._chunked(net, emb, x, cfg, lambda f, xs, rows: density.sphere_log_prob_fast(
@@ -262,7 +273,7 @@ class Geolocator:
         per = max(1, max_points // max(K, 1))
         outs = []
         for i in range(0, emb.shape[0], per):
-            field, rows = Field(net, emb[i:i + per], cfg, cfg_until=self.info.cfg_until), slice(i, i + per)
+            field, rows = self.field(emb[i:i + per], cfg, net=net), slice(i, i + per)
             cols = [fn(field, x[rows, j:j + max_points], rows) for j in range(0, K, max_points)]
             outs.append(torch.cat(cols, dim=1))
         return torch.cat(outs).detach()

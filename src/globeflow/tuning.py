@@ -42,13 +42,10 @@ def choose_default_cfg(folder: Path, emb: torch.Tensor, truth: torch.Tensor, gri
     """Set folder's ``default_cfg`` (and ``cfg_until``, the end of the guidance interval, see
     :class:`globeflow.sampling.Field`) to the pair of lowest held-out NLL over ``grid`` × ``untils``;
     returns {chosen, cfg_until, held_out_nll curve}."""
-    import dataclasses
-
     geo = Geolocator.from_pretrained(folder)
     curve = {}
     for until in untils:
-        limited = Geolocator(geo.net, dataclasses.replace(geo.info, cfg_until=float(until)))
-        for w, v in nll_by_cfg(limited, emb, truth, grid, steps).items():
+        for w, v in nll_by_cfg(geo.with_settings(cfg_until=float(until)), emb, truth, grid, steps).items():
             curve[(w, float(until))] = v
     best_w, best_until = min(curve, key=curve.get)
     label = lambda w, u: f"{w:g}" if u == 1 else f"{w:g} until {u:g}"  # noqa: E731
