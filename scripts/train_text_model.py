@@ -16,6 +16,9 @@ NonCommercial/NoDerivs captions of authors outside the test split (never trainin
 licences keep them out of the weights), and split-conformal credible masses are fitted on the same
 captions at that weight, and the best-guess rule of highest GeoScore there (globeflow.tuning); all go
 into globeflow.json. --calibrate-only redoes that step on the weights already in --out.
+--calibration-names N holds the calibration names (globeflow.text.recipe.val_names, 2 % of names) out
+of training and chooses the weight by the mean of the captions' and N such names' mean NLL (measured
+on 2026-12-08 and not shipped: docs/text.md, Limits).
 """
 
 from __future__ import annotations
@@ -49,23 +52,44 @@ def place_popularity(gaz: G.Gazetteer) -> np.ndarray:
     return G.photo_popularity(gaz, R.prior_locations(100_000))
 
 
-def select_places(gaz: G.Gazetteer, places: int, split: str, popularity: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the top ``places`` places by MP-16 photo popularity (held-out names removed for 'report')."""
+def select_places(gaz: G.Gazetteer, places: int, split: str, popularity: np.ndarray | None = None,
+                  hold_val_names: bool = False) -> np.ndarray:
+    """Indices of the top ``places`` places by MP-16 photo popularity (held-out names removed for 'report';
+    with ``hold_val_names`` also the calibration names of :func:`globeflow.text.recipe.val_names`)."""
     order = G.priority_order(gaz, place_popularity(gaz) if popularity is None else popularity)
     if split == "report":
         order = order[~R.test_names(gaz.name[order])]
+    if hold_val_names:
+        order = order[~R.val_names(gaz.name[order])]
     return order[:places]
+
+
+def held_out_names(gaz: G.Gazetteer, split: str, hold_val_names: bool) -> set[str]:
+    """Lower-case place names that no training row may be (report test names, calibration names)."""
+    held = R.test_names(gaz.name) if split == "report" else np.zeros(len(gaz), dtype=bool)
+    if hold_val_names:
+        held = held | R.val_names(gaz.name)
+    return set(np.char.lower(gaz.name[held]).tolist())
+
+
+def calibration_names(gaz: G.Gazetteer, count: int) -> tuple[list[str], np.ndarray]:
+    """``count`` "name, region, country" forms of calibration-name places (a stable random choice; the
+    names never train): texts and (count, 2) degrees."""
+    idx = np.flatnonzero(R.val_names(gaz.name))
+    idx = np.sort(np.random.default_rng(0).permutation(idx)[:count])
+    return [G.full_form(gaz.name[i], gaz.admin1[i], gaz.cc[i]) for i in idx], gaz.latlon[idx]
 
 
 def build_rows(gaz: G.Gazetteer, chosen: np.ndarray, caps: R.Captions, repeat: int,
                popularity: np.ndarray | None = None, regions: bool = True, extra: int = 3,
-               split: str = "ship", landmark_repeat: int = 0, temper: float = 1.0) -> R.Rows:
+               split: str = "ship", landmark_repeat: int = 0, temper: float = 1.0,
+               hold_val_names: bool = False) -> R.Rows:
     """Gazetteer forms (bare names repeated by namesake popularity when ``popularity`` is given, shared
     in proportion to (1 + popularity) ** ``temper``: below 1 the small namesakes keep more of a name),
     standalone region/country names, Natural Earth's named places ``landmark_repeat`` times, and the
     captions ``repeat`` times; famous-place strings dropped,
     and for the 'report' split also every row whose whole text is a held-out place name (e.g. a region
-    named like a held-out city)."""
+    named like a held-out city), with ``hold_val_names`` also every calibration name's."""
     rows = R.Rows()
     forms = G.form_rows(gaz, chosen, None if popularity is None else (1.0 + popularity) ** temper, extra)
     for kind in G.FORMS:
@@ -80,8 +104,7 @@ def build_rows(gaz: G.Gazetteer, chosen: np.ndarray, caps: R.Captions, repeat: i
             rows.add(texts, latlon, "natural_earth")
     for _ in range(repeat):
         rows.add(caps.text, caps.latlon, "caption")
-    held = set(np.char.lower(gaz.name[R.test_names(gaz.name)]).tolist()) if split == "report" else set()
-    return drop_famous(rows, held)
+    return drop_famous(rows, held_out_names(gaz, split, hold_val_names))
 
 
 def repeat_popular(rows: R.Rows, gaz: G.Gazetteer, popular: np.ndarray, repeat: int) -> R.Rows:
@@ -143,17 +166,28 @@ SAMPLES, SAMPLE_STEPS, BEST_GUESS_SAMPLES, BEST_GUESS_STEPS = 64, 16, 96, 24
 
 
 def calibrate(folder: Path, caps: R.Captions, count: int = 0, samples: int = SAMPLES, steps: int = SAMPLE_STEPS,
-              best_guess_samples: int = BEST_GUESS_SAMPLES, best_guess_steps: int = BEST_GUESS_STEPS) -> dict:
-    """Choose ``default_cfg`` (lowest NLL over CFG_GRID), then fit split-conformal credible masses for
-    ``samples`` own samples of ``steps`` steps and the best-guess rule (highest GeoScore among
-    ``best_guess_samples`` samples of ``best_guess_steps`` steps) at it, all on ``caps`` (never training
-    rows; the first ``count`` in a stable random order when count > 0); written to folder/globeflow.json."""
+              best_guess_samples: int = BEST_GUESS_SAMPLES, best_guess_steps: int = BEST_GUESS_STEPS,
+              names: tuple[list[str], np.ndarray] | None = None) -> dict:
+    """Choose ``default_cfg`` (lowest NLL over CFG_GRID × CFG_UNTILS; with ``names``, calibration place
+    names never trained (texts, (M, 2) degrees), the mean of the captions' and the names' mean NLL), then
+    fit split-conformal credible masses for ``samples`` own samples of ``steps`` steps and the best-guess
+    rule (highest GeoScore among ``best_guess_samples`` samples of ``best_guess_steps`` steps) at it on
+    ``caps`` (never training rows; the first ``count`` in a stable random order when count > 0); written
+    to folder/globeflow.json."""
     if count and count < len(caps):
         caps = caps.select(np.isin(np.arange(len(caps)), np.random.default_rng(0).permutation(len(caps))[:count]))
-    emb = torch.from_numpy(embed_cached(list(caps.text), get_encoder("minilm-l6")))
+    enc = get_encoder("minilm-l6")
+    emb = torch.from_numpy(embed_cached(list(caps.text), enc))
     truth = torch.from_numpy(caps.latlon)
     note = f"NonCommercial/NoDerivs captions of {len(set(caps.author))} authors outside the test split"
-    cfg = tuning.choose_default_cfg(folder, emb, truth, CFG_GRID, steps=32, note=note, untils=CFG_UNTILS)
+    also, cfg_note = None, note
+    if names is not None and len(names[0]):
+        also = {"unseen_place_names": (torch.from_numpy(embed_cached(list(names[0]), enc)),
+                                       torch.from_numpy(np.asarray(names[1], dtype=np.float64)))}
+        cfg_note += (f"; and {len(names[0])} 'name, region, country' forms of places whose name never trains "
+                     f"(globeflow.text.recipe.val_names)")
+    cfg = tuning.choose_default_cfg(folder, emb, truth, CFG_GRID, steps=32, note=cfg_note, untils=CFG_UNTILS,
+                                    also=also, name="captions")
     geo = Geolocator.from_pretrained(folder)
     masses = tuning.fit_credible_masses(folder, emb, truth, note=note, density_steps=32, steps=steps,
                                         draws=tuning.own_samples(geo, emb, samples=samples, steps=steps))
@@ -188,6 +222,10 @@ def main() -> None:
     p.add_argument("--landmark-repeat", type=int, default=0,
                    help="copies of the Natural Earth named places (data/text/natural_earth_places.csv; 0 = off, as "
                         "the shipped model: measured with 5, docs/text.md)")
+    p.add_argument("--calibration-names", type=int, default=0,
+                   help="hold the calibration names (globeflow.text.recipe.val_names, 2 %% of names) out of "
+                        "training and choose the guidance on this many of them beside the captions (0 = "
+                        "captions only, all names train; with --calibrate-only: how many, default as trained)")
     p.add_argument("--calibration-captions", type=int, default=400,
                    help="calibration captions used (0 = all 1,186; ≈ 3 min per 100 on one free core)")
     p.add_argument("--fourier-features", type=int, default=0,
@@ -203,8 +241,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t0, c0 = time.perf_counter(), time.process_time()
     if args.calibrate_only:
+        held = int((json.loads((args.out / "globeflow.json").read_text()).get("training") or {})
+                   .get("calibration_names") or 0)
+        if args.calibration_names and not held:
+            p.error("--calibration-names: this model trained on the calibration names")
+        names = calibration_names(G.load_gazetteer(), args.calibration_names or held) if held else None
         log.info("calibration %s", calibrate(args.out, calibration_captions(R.load_captions()),
-                                             args.calibration_captions))
+                                             args.calibration_captions, names=names))
         path = args.out / "training_time.json"
         timing = {**(json.loads(path.read_text()) if path.exists() else {}),
                   "calibrate_wall_s": round(time.perf_counter() - t0, 1)}
@@ -212,12 +255,13 @@ def main() -> None:
         return
     gaz = G.load_gazetteer()
     popularity = place_popularity(gaz)
-    chosen = select_places(gaz, args.places, args.split, popularity)
+    hold = args.calibration_names > 0
+    chosen = select_places(gaz, args.places, args.split, popularity, hold_val_names=hold)
     caps = R.load_captions()
     keep = R.permitted(caps.license) & (~R.test_authors(caps) if args.split == "report" else True)
     rows = build_rows(gaz, chosen, caps.select(keep), args.caption_repeat, popularity, extra=args.namesake_extra,
                       temper=args.namesake_temper,
-                      split=args.split, landmark_repeat=args.landmark_repeat)
+                      split=args.split, landmark_repeat=args.landmark_repeat, hold_val_names=hold)
     rows = repeat_popular(rows, gaz, chosen[:args.popular_places], args.popular_repeat)
     log.info("rows %s from %d places, %d captions", rows.counts(), len(chosen), int(keep.sum()))
     emb = embed_cached(rows.text, get_encoder("minilm-l6"), progress=True)
@@ -227,7 +271,7 @@ def main() -> None:
     info = ModelInfo(family="rfm", encoder="minilm-l6", modality="text", model_id=R.MODEL_ID, training={
         "split": args.split, "places": int(len(chosen)), "rows": rows.counts(), "prior_rows": args.prior_rows,
         "caption_repeat": args.caption_repeat, "captions": int(keep.sum()), "namesake_extra": args.namesake_extra,
-        "namesake_temper": args.namesake_temper,
+        "namesake_temper": args.namesake_temper, "calibration_names": args.calibration_names,
         "popular_places": args.popular_places, "popular_repeat": args.popular_repeat,
         "landmark_repeat": args.landmark_repeat,
         "held_out_strings": "data/text/famous_places.csv (exact, case-insensitive)",
@@ -244,7 +288,9 @@ def main() -> None:
             shutil.copy(Path(tmp) / name, args.out / name)
     t_train = time.perf_counter() - t0
     if not args.no_calibrate:
-        log.info("calibration %s", calibrate(args.out, calibration_captions(caps), args.calibration_captions))
+        names = calibration_names(gaz, args.calibration_names) if hold else None
+        log.info("calibration %s", calibrate(args.out, calibration_captions(caps), args.calibration_captions,
+                                             names=names))
     timing = {"wall_s": round(time.perf_counter() - t0, 1), "embed_wall_s": round(t_embed, 1),
               "train_wall_s": round(t_train - t_embed, 1),
               "cpu_s": round(time.process_time() - c0, 1)}

@@ -101,6 +101,22 @@ def test_tempered_popularity_keeps_small_namesakes(gaz):
         share[temper] = np.mean(haversine_km(bare, np.array([44.05, -123.0])) < 300)  # Springfield, Oregon
     assert share[0.5] > share[1.0] > 0  # the Oregon namesake gains rows when popularity is tempered
 
+@needs_captions
+def test_calibration_names_never_train(gaz):
+    ttm = _train_script()
+    val = R.val_names(gaz.name)
+    assert 0.01 < val.mean() < 0.03 and not (val & R.test_names(gaz.name)).any()
+    pop = G.photo_popularity(gaz, R.prior_locations(20_000))
+    chosen = ttm.select_places(gaz, 20_000, "report", pop, hold_val_names=True)
+    assert not val[chosen].any() and val[ttm.select_places(gaz, 20_000, "report", pop)].any()
+    caps = R.load_captions()
+    rows = ttm.build_rows(gaz, chosen[:3000], caps.select(np.arange(len(caps)) < 1), 1, pop, hold_val_names=True)
+    texts, latlon = ttm.calibration_names(gaz, 50)
+    held = set(np.char.lower(gaz.name[val]).tolist())
+    assert not held & {t.lower() for t in rows.text}  # no row is a calibration name, whatever its kind
+    assert len(texts) == 50 and all(t.split(",")[0].lower() in held for t in texts) and latlon.shape == (50, 2)
+
+
 def test_region_and_country_names_target_their_places(gaz):
     pop = G.photo_popularity(gaz, R.prior_locations(20_000))
     texts, latlon = G.region_rows(gaz, pop)

@@ -41,6 +41,26 @@ def test_default_cfg_is_the_weight_of_lowest_held_out_nll(tmp_path):
     assert (geo.default_cfg, geo.info.cfg_until) == (out["chosen"], out["cfg_until"])
 
 
+def test_default_cfg_over_several_held_out_sets_weighs_each_set_equally(tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(MODEL, folder)
+    emb, truth = held_out_rows()
+    rng = np.random.default_rng(1)  # a second kind of input: southern truths under the northern condition
+    south = torch.from_numpy(np.stack([rng.uniform(-60, -20, 6), rng.uniform(-120, 30, 6)], 1))
+    grid = (-1.0, 0.0, 1.0)
+    alone = tuning.choose_default_cfg(folder, emb, truth, grid, steps=16)["held_out_nll"]
+    other = tuning.choose_default_cfg(folder, emb[:6], south, grid, steps=16)["held_out_nll"]
+    out = tuning.choose_default_cfg(folder, emb, truth, grid, steps=16, also={"south": (emb[:6], south)},
+                                    name="north")
+    for w in ("-1", "0", "1"):  # the mean of the two sets' means, not of the 30 rows
+        assert out["held_out_nll"][w] == pytest.approx((alone[w] + other[w]) / 2, rel=1e-5)
+    assert out["held_out_nll"][f"{out['chosen']:g}"] == min(out["held_out_nll"].values())
+    # the condition says north: southern truths want the prior, northern ones guidance; together a compromise
+    assert min(other, key=other.get) == "-1" and min(alone, key=alone.get) != "-1"
+    selection = json.loads((folder / "globeflow.json").read_text())["training"]["default_cfg_selection"]
+    assert selection["rows"] == {"north": 24, "south": 6} and set(selection["held_out_nll_by_set"]) == {"north", "south"}
+
+
 def test_credible_masses_are_fitted_and_stated(tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(MODEL, folder)

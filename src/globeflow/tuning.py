@@ -38,20 +38,34 @@ def nll_by_cfg(geo: Geolocator, emb: torch.Tensor, truth: torch.Tensor, grid: Se
 
 
 def choose_default_cfg(folder: Path, emb: torch.Tensor, truth: torch.Tensor, grid: Sequence[float],
-                       steps: int = 64, note: str = "", untils: Sequence[float] = (1.0,)) -> dict:
+                       steps: int = 64, note: str = "", untils: Sequence[float] = (1.0,),
+                       also: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None, name: str = "main") -> dict:
     """Set folder's ``default_cfg`` (and ``cfg_until``, the end of the guidance interval, see
     :class:`globeflow.sampling.Field`) to the pair of lowest held-out NLL over ``grid`` × ``untils``;
-    returns {chosen, cfg_until, held_out_nll curve}."""
+    returns {chosen, cfg_until, held_out_nll curve}.
+
+    ``also``: more held-out sets {name: (embeddings (M, D), truths (M, 2) degrees)} of other kinds of
+    input (e.g. unseen place names beside captions); the criterion is then the mean over the sets of
+    each set's mean NLL, so every kind counts equally whatever its size, and each set's curve is kept
+    (``held_out_nll_by_set``; ``name`` names the first set there)."""
     geo = Geolocator.from_pretrained(folder)
-    curve = {}
+    sets = {name: (emb, truth), **(also or {})}
+    by_set: dict[str, dict[tuple[float, float], float]] = {key: {} for key in sets}
     for until in untils:
-        for w, v in nll_by_cfg(geo.with_settings(cfg_until=float(until)), emb, truth, grid, steps).items():
-            curve[(w, float(until))] = v
+        limited = geo.with_settings(cfg_until=float(until))
+        for key, (e, t) in sets.items():
+            for w, v in nll_by_cfg(limited, e, t, grid, steps).items():
+                by_set[key][(w, float(until))] = v
+    curve = {wu: float(np.mean([c[wu] for c in by_set.values()])) for wu in by_set[name]}
     best_w, best_until = min(curve, key=curve.get)
     label = lambda w, u: f"{w:g}" if u == 1 else f"{w:g} until {u:g}"  # noqa: E731
-    _update_meta(folder, default_cfg=best_w, cfg_until=best_until, training={"default_cfg_selection": {
-        "held_out_nll": {label(w, u): round(v, 4) for (w, u), v in curve.items()}, "rows": len(truth),
-        "note": note}})
+    labelled = lambda c: {label(w, u): round(v, 4) for (w, u), v in c.items()}  # noqa: E731
+    selection = {"held_out_nll": labelled(curve), "rows": len(truth), "note": note}
+    if also:
+        selection.update(criterion="mean over the sets of each set's mean NLL",
+                         held_out_nll_by_set={key: labelled(c) for key, c in by_set.items()},
+                         rows={key: len(t) for key, (_, t) in sets.items()})
+    _update_meta(folder, default_cfg=best_w, cfg_until=best_until, training={"default_cfg_selection": selection})
     return {"chosen": best_w, "cfg_until": best_until,
             "held_out_nll": {label(w, u): v for (w, u), v in curve.items()}}
 

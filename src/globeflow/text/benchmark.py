@@ -369,6 +369,11 @@ def main() -> None:
     p.add_argument("--model", type=Path, default=None, help="report-split model folder (needed unless --baselines-only)")
     p.add_argument("--namesake-extra", type=int, default=3,
                    help="bare-name repeats of the training rows when no --model says (as scripts/train_text_model.py)")
+    p.add_argument("--namesake-temper", type=float, default=1.0,
+                   help="popularity exponent of the namesake rows when no --model says (as scripts/train_text_model.py)")
+    p.add_argument("--calibration-names", type=int, default=0,
+                   help="when no --model says: > 0 = the model held the calibration names out of training "
+                        "(scripts/train_text_model.py --calibration-names), so the baselines' rows do too")
     p.add_argument("--landmarks", type=int, default=0,
                    help="with --baselines-only: 1 = the baselines' rows include the Natural Earth named places "
                         "(once), for a model trained with --landmark-repeat > 0; 0 = not (the shipped model)")
@@ -403,6 +408,8 @@ def main() -> None:
         p.error("--model is required (unless --baselines-only)")
     net, info = load_checkpoint(args.model) if args.model else (None, None)
     info_training = (info.training or {}) if info else {"namesake_extra": args.namesake_extra,
+                                                         "namesake_temper": args.namesake_temper,
+                                                         "calibration_names": args.calibration_names,
                                                          "landmark_repeat": args.landmarks}
     gaz = G.load_gazetteer()
     caps = R.load_captions()
@@ -417,10 +424,12 @@ def main() -> None:
     ttm = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ttm)
     popularity = ttm.place_popularity(gaz)
-    rows = ttm.build_rows(gaz, ttm.select_places(gaz, args.places, "report", popularity), train_caps, 1, popularity,
-                          extra=int(info_training.get("namesake_extra", 0)), split="report",
-                          temper=float(info_training.get("namesake_temper", 1.0)),
-                          landmark_repeat=min(1, int(info_training.get("landmark_repeat", 0))))
+    hold = int(info_training.get("calibration_names") or 0) > 0
+    rows = ttm.build_rows(gaz, ttm.select_places(gaz, args.places, "report", popularity, hold_val_names=hold),
+                          train_caps, 1, popularity, extra=int(info_training.get("namesake_extra", 0)),
+                          split="report", temper=float(info_training.get("namesake_temper") or 1.0),
+                          landmark_repeat=min(1, int(info_training.get("landmark_repeat", 0))),
+                          hold_val_names=hold)
 
     def training_rows() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The baselines' training set: embeddings (N, D) (≈ 300 k strings: only when fitting them),

@@ -34,6 +34,7 @@ TEXT_COLUMNS = ("TITLE", "DESCRIPTION", "TAGS")
 PERMITTED_LICENSES = ("Attribution License", "Attribution-ShareAlike License")
 TEST_FRAC, TEST_SPLIT_SEED = 0.25, 1  # share of AUTHORs held out for the report (stable hash)
 NAME_TEST_FRAC, NAME_SPLIT_SEED = 0.05, 2  # share of place names held out for the report
+NAME_VAL_FRAC, NAME_VAL_SEED = 0.02, 3  # share of place names held out to calibrate guidance on unseen names
 MODEL_ID = "globeflow/text-minilm-l6"
 
 
@@ -100,6 +101,12 @@ def test_authors(captions: Captions) -> np.ndarray:
 def test_names(names: np.ndarray) -> np.ndarray:
     """Bool (P,): places whose name is held out for the report (stable hash of the name)."""
     return val_mask(np.char.lower(np.asarray(names, dtype=str)), NAME_TEST_FRAC, NAME_SPLIT_SEED)
+
+
+def val_names(names: np.ndarray) -> np.ndarray:
+    """Bool (P,): places whose name is held out of training to calibrate the guidance on names the model
+    has not seen (stable hash of the name; never a report test name)."""
+    return val_mask(np.char.lower(np.asarray(names, dtype=str)), NAME_VAL_FRAC, NAME_VAL_SEED) & ~test_names(names)
 
 
 @dataclass(frozen=True)
