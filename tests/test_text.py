@@ -117,6 +117,20 @@ def test_calibration_names_never_train(gaz):
     assert len(texts) == 50 and all(t.split(",")[0].lower() in held for t in texts) and latlon.shape == (50, 2)
 
 
+@needs_captions
+def test_airport_names_train_where_the_airports_are(gaz):
+    pytest.importorskip("airportsdata")
+    texts, latlon = R.load_airports()
+    assert len(texts) > 5000 and latlon.shape == (len(texts), 2) and (np.abs(latlon) <= [90, 180]).all()
+    kili = latlon[texts.index("Kilimanjaro International Airport")]
+    assert haversine_km(kili, np.array([-3.07, 37.36])) < 100  # the mountain is ≈ 50 km away
+    ttm = _train_script()
+    caps = R.load_captions()
+    rows = ttm.build_rows(gaz, np.flatnonzero(gaz.name == "Paris")[:1], caps.select(np.arange(len(caps)) < 1), 1,
+                          regions=False, airport_repeat=2)
+    assert rows.counts()["airport"] == 2 * len(texts) and R.not_famous(rows.text).all()
+
+
 def test_region_and_country_names_target_their_places(gaz):
     pop = G.photo_popularity(gaz, R.prior_locations(20_000))
     texts, latlon = G.region_rows(gaz, pop)

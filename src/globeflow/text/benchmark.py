@@ -429,7 +429,7 @@ def main() -> None:
                           train_caps, 1, popularity, extra=int(info_training.get("namesake_extra", 0)),
                           split="report", temper=float(info_training.get("namesake_temper") or 1.0),
                           landmark_repeat=min(1, int(info_training.get("landmark_repeat", 0))),
-                          hold_val_names=hold)
+                          hold_val_names=hold, airport_repeat=min(1, int(info_training.get("airport_repeat") or 0)))
 
     def training_rows() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The baselines' training set: embeddings (N, D) (≈ 300 k strings: only when fitting them),

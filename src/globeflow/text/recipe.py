@@ -140,6 +140,18 @@ def load_natural_earth(path: str | Path = NATURAL_EARTH) -> tuple[list[str], np.
     return [r["name"] for r in rows], np.array([[float(r["lat"]), float(r["lon"])] for r in rows])
 
 
+def load_airports() -> tuple[list[str], np.ndarray]:
+    """Airports with an IATA code from the ``airportsdata`` package (MIT licence; 7,884 in 2026-09):
+    their names as written there ("Kilimanjaro International Airport"), texts (R,), and latlon (R, 2)
+    degrees."""
+    try:
+        import airportsdata
+    except ImportError as err:
+        raise RuntimeError("airport rows need the package airportsdata (pip install airportsdata)") from err
+    rows = sorted(airportsdata.load("IATA").values(), key=lambda r: r["iata"])
+    return [r["name"] for r in rows], np.array([[float(r["lat"]), float(r["lon"])] for r in rows])
+
+
 def not_famous(texts) -> np.ndarray:
     """Bool (N,): texts that are not, case-insensitively, one of the famous-places strings."""
     held = {t.lower() for t in load_famous().text.tolist()}
