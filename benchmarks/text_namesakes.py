@@ -39,7 +39,7 @@ def main() -> None:
             ll = limited.sample(emb, args.samples, steps=16, cfg=w, seed=0).double().numpy()
             paris = np.mean(haversine_km(ll[0], PARIS_FR) < 100)
             texas = np.mean([p.admin1 == "Texas" for p in reverse_geocode(ll[2])])
-            print(f"w={w:+.1f} until={until:g}: Paris within 100 km {100 * paris:.0f} %, Springfield "
+            print(f"w={w:+g} until={until:g}: Paris within 100 km {100 * paris:.0f} %, Springfield "
                   f"{len(separated_modes(ll[1]))} separated modes, Paris, Texas in Texas {100 * texas:.0f} %",
                   flush=True)
 

@@ -57,19 +57,18 @@ def select_places(gaz: G.Gazetteer, places: int, split: str, popularity: np.ndar
     """Indices of the top ``places`` places by MP-16 photo popularity (held-out names removed for 'report';
     with ``hold_val_names`` also the calibration names of :func:`globeflow.text.recipe.val_names`)."""
     order = G.priority_order(gaz, place_popularity(gaz) if popularity is None else popularity)
-    if split == "report":
-        order = order[~R.test_names(gaz.name[order])]
-    if hold_val_names:
-        order = order[~R.val_names(gaz.name[order])]
-    return order[:places]
+    return order[~held_names(gaz.name[order], split, hold_val_names)][:places]
+
+
+def held_names(names: np.ndarray, split: str, hold_val_names: bool) -> np.ndarray:
+    """Bool (P,): place names that never train (the report's test names, the calibration names)."""
+    held = R.test_names(names) if split == "report" else np.zeros(len(names), dtype=bool)
+    return held | R.val_names(names) if hold_val_names else held
 
 
 def held_out_names(gaz: G.Gazetteer, split: str, hold_val_names: bool) -> set[str]:
     """Lower-case place names that no training row may be (report test names, calibration names)."""
-    held = R.test_names(gaz.name) if split == "report" else np.zeros(len(gaz), dtype=bool)
-    if hold_val_names:
-        held = held | R.val_names(gaz.name)
-    return set(np.char.lower(gaz.name[held]).tolist())
+    return set(np.char.lower(gaz.name[held_names(gaz.name, split, hold_val_names)]).tolist())
 
 
 def calibration_names(gaz: G.Gazetteer, count: int) -> tuple[list[str], np.ndarray]:
